@@ -1,0 +1,1 @@
+//! Benchmarks land here (issue 6); see bench/README.md.
