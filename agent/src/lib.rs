@@ -1,1 +1,14 @@
+//! The oneinfra agent: runs on each hypervisor, dials the coordinator,
+//! receives its placement and runs and supervises the pods it names.
 
+pub mod agent;
+pub mod backoff;
+pub mod config;
+pub mod link;
+pub mod plan;
+pub mod probe;
+pub mod reconnect;
+pub mod runtime;
+pub mod state_file;
+pub mod status;
+pub mod supervisor;

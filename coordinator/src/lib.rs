@@ -1,1 +1,16 @@
+//! The oneinfra coordinator: holds desired state and streams each
+//! hypervisor's placement to its agent over mutually authenticated QUIC.
 
+pub mod config;
+pub mod coordinator;
+pub mod http;
+pub mod index;
+pub mod link;
+pub mod metrics;
+pub mod pki;
+pub mod store;
+
+/// Resolves once a shutdown flag flips to true (or its sender is gone).
+pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

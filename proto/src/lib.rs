@@ -10,6 +10,7 @@
 pub mod close;
 pub mod convert;
 pub mod frame;
+pub mod fsutil;
 pub mod model;
 pub mod tls;
 

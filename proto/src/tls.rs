@@ -9,7 +9,6 @@
 use anyhow::{anyhow, Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,19 +126,4 @@ pub fn client_config(
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
     Ok(cfg)
-}
-
-/// Reads a secret file, refusing one that others can read or write.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("stat {}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        anyhow::bail!(
-            "{} has mode {mode:#o}, which lets other users read it; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("read {}", path.display()))
 }

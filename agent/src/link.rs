@@ -1,0 +1,401 @@
+//! The agent link, agent side: dial the coordinator over QUIC with the
+//! agent's client certificate, say hello, then take placements and send
+//! status until the link ends; then reconnect with jittered backoff.
+//!
+//! Placements are persisted before they are published to the supervisor,
+//! so an agent restarted while the coordinator is away resumes from disk.
+
+use crate::reconnect::Reconnect;
+use crate::state_file;
+use anyhow::{anyhow, Context, Result};
+use oi_proto::frame::{FrameReader, FrameWriter};
+use oi_proto::model::{
+    Capacity, ComponentStatus, Hello, Placement, PlacementDelta, Role, RuntimeInfo, StatusReport,
+    Verdict,
+};
+use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
+use oi_proto::tls::Identity;
+use rustls::pki_types::CertificateDer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+type Reader = FrameReader<quinn::RecvStream, pb::CoordinatorMessage>;
+type Writer = FrameWriter<quinn::SendStream, pb::AgentMessage>;
+
+/// Everything the link needs to know about this hypervisor.
+pub struct LinkConfig {
+    pub name: String,
+    pub role: Role,
+    /// `HOST:PORT` of the coordinator's link (UDP).
+    pub coordinator: String,
+    /// Name the coordinator's certificate must carry.
+    pub server_name: String,
+    pub identity: Identity,
+    pub ca: Vec<CertificateDer<'static>>,
+    pub capacity: Capacity,
+    /// Where the last placement received is kept.
+    pub state_path: PathBuf,
+    /// Reconnect backoff.
+    pub reconnect: Reconnect,
+}
+
+/// Why the last connection attempt or link ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkError {
+    /// The coordinator's close code, when it closed the link on purpose.
+    pub code: Option<CloseCode>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} ({})", self.reason, code.label()),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// What the link is doing, for status reporting and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    Connecting {
+        attempt: u64,
+        last_error: Option<LinkError>,
+    },
+    Connected {
+        peer: SocketAddr,
+    },
+    Stopped,
+}
+
+pub struct Link {
+    cfg: LinkConfig,
+    runtime_info: RuntimeInfo,
+    client: quinn::ClientConfig,
+    desired: watch::Sender<Arc<Placement>>,
+    status: watch::Receiver<Vec<ComponentStatus>>,
+    link_status: watch::Sender<LinkStatus>,
+}
+
+impl Link {
+    pub fn new(
+        cfg: LinkConfig,
+        runtime_info: RuntimeInfo,
+        desired: watch::Sender<Arc<Placement>>,
+        status: watch::Receiver<Vec<ComponentStatus>>,
+        link_status: watch::Sender<LinkStatus>,
+    ) -> Result<Self> {
+        let client = oi_proto::tls::client_config(Some(&cfg.identity), &cfg.ca)
+            .context("build link TLS client")?;
+        Ok(Self {
+            cfg,
+            runtime_info,
+            client,
+            desired,
+            status,
+            link_status,
+        })
+    }
+
+    /// Runs until `shutdown` flips. Never touches containers.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut attempt = 0u64;
+        let mut backoff = self.cfg.reconnect.clone();
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            // The session watches `shutdown` itself, to close the link with a
+            // reason; the outer branch only covers a session stuck elsewhere.
+            let mut session_shutdown = shutdown.clone();
+            let result = tokio::select! {
+                biased;
+                r = self.connect_and_serve(&mut session_shutdown) => r,
+                _ = stopped(&mut shutdown) => break,
+            };
+            if *shutdown.borrow() {
+                break;
+            }
+            // A link that stayed up a while starts the backoff afresh.
+            if started.elapsed() > Duration::from_secs(30) {
+                backoff.reset();
+            }
+            let err = match result {
+                Ok(()) => break, // shutdown requested during the session
+                Err(e) => e,
+            };
+            match err.code {
+                Some(code) if !code.is_retryable() => {
+                    tracing::error!(coordinator = %self.cfg.coordinator, "coordinator refused this agent: {err}");
+                    backoff.to_cap();
+                }
+                _ => tracing::warn!(coordinator = %self.cfg.coordinator, "link down: {err}"),
+            }
+            self.link_status.send_replace(LinkStatus::Connecting {
+                attempt,
+                last_error: Some(err),
+            });
+            let delay = backoff.next_delay(rand::random::<f64>());
+            tracing::debug!(?delay, "reconnecting after backoff");
+            tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        self.link_status.send_replace(LinkStatus::Stopped);
+    }
+
+    async fn connect_and_serve(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), LinkError> {
+        let plain = |reason: String| LinkError { code: None, reason };
+        let addr = tokio::net::lookup_host(&self.cfg.coordinator)
+            .await
+            .map_err(|e| plain(format!("resolve {}: {e}", self.cfg.coordinator)))?
+            .next()
+            .ok_or_else(|| plain(format!("{} resolves to no address", self.cfg.coordinator)))?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0".parse().expect("literal")
+        } else {
+            "0.0.0.0:0".parse().expect("literal")
+        };
+        let mut endpoint =
+            quinn::Endpoint::client(bind).map_err(|e| plain(format!("bind UDP socket: {e}")))?;
+        endpoint.set_default_client_config(self.client.clone());
+        let result = self.serve_one(&endpoint, addr, shutdown).await;
+        endpoint.wait_idle().await;
+        result
+    }
+
+    async fn serve_one(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        addr: SocketAddr,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), LinkError> {
+        let conn = endpoint
+            .connect(addr, &self.cfg.server_name)
+            .map_err(|e| LinkError {
+                code: None,
+                reason: format!("connect to {addr}: {e}"),
+            })?
+            .await
+            .map_err(|e| closed(&e))?;
+        match self.session(&conn, shutdown).await {
+            Ok(()) => {
+                conn.close(CloseCode::CloseNormal.varint(), b"agent shutting down");
+                Ok(())
+            }
+            Err(SessionError::Link(e)) => Err(e),
+            Err(SessionError::Protocol(why)) => {
+                tracing::warn!("closing link: {why}");
+                conn.close(CloseCode::CloseProtocolError.varint(), why.as_bytes());
+                Err(LinkError {
+                    code: Some(CloseCode::CloseProtocolError),
+                    reason: why,
+                })
+            }
+        }
+    }
+
+    async fn session(
+        &mut self,
+        conn: &quinn::Connection,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), SessionError> {
+        let lost = |e: &dyn std::fmt::Display| match conn.close_reason() {
+            Some(reason) => SessionError::Link(closed(&reason)),
+            None => SessionError::Link(LinkError {
+                code: None,
+                reason: e.to_string(),
+            }),
+        };
+        let (send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        let mut writer = Writer::new(send);
+        let mut reader = Reader::new(recv);
+
+        let hello = Hello {
+            protocol_version: oi_proto::PROTOCOL_VERSION,
+            hypervisor_name: self.cfg.name.clone(),
+            role: self.cfg.role,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            runtime: self.runtime_info.clone(),
+            capacity: self.cfg.capacity.clone(),
+            observed: self.status.borrow().clone(),
+            applied: self.desired.borrow().cursor.clone(),
+        };
+        writer
+            .send(&agent(agent_message::Msg::Hello(hello.into())))
+            .await
+            .map_err(|e| lost(&e))?;
+        let welcome = reader.next().await.map_err(|e| lost(&e))?;
+        let heartbeat = match welcome.msg {
+            Some(coordinator_message::Msg::Welcome(w)) => {
+                Duration::from_millis(u64::from(w.heartbeat_interval_ms).max(1000))
+            }
+            _ => return Err(SessionError::Protocol("expected a welcome".into())),
+        };
+        self.link_status.send_replace(LinkStatus::Connected {
+            peer: conn.remote_address(),
+        });
+        tracing::info!(coordinator = %conn.remote_address(), "link up");
+
+        self.status.mark_changed(); // report once right after connecting
+        let mut ticker = tokio::time::interval(heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(shutdown) => return Ok(()),
+                err = conn.closed() => return Err(SessionError::Link(closed(&err))),
+                _ = ticker.tick() => {
+                    let hb = pb::Heartbeat { sent_unix_ms: unix_ms() };
+                    writer.send(&agent(agent_message::Msg::Heartbeat(hb))).await.map_err(|e| lost(&e))?;
+                }
+                changed = self.status.changed() => {
+                    if changed.is_err() {
+                        // The supervisor is gone; the link keeps placements flowing.
+                        std::future::pending::<()>().await;
+                    }
+                    let report = StatusReport {
+                        applied: self.desired.borrow().cursor.clone(),
+                        components: self.status.borrow_and_update().clone(),
+                    };
+                    writer.send(&agent(agent_message::Msg::Status(report.into()))).await.map_err(|e| lost(&e))?;
+                }
+                msg = reader.next() => {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(oi_proto::frame::FrameError::Decode(e)) => {
+                            return Err(SessionError::Protocol(format!("undecodable frame: {e}")))
+                        }
+                        Err(oi_proto::frame::FrameError::Closed) => {
+                            // The coordinator's close frame, with its reason,
+                            // follows the end of the stream closely.
+                            return match tokio::time::timeout(Duration::from_secs(2), conn.closed()).await {
+                                Ok(err) => Err(SessionError::Link(closed(&err))),
+                                Err(_) => Err(lost(&"stream closed by peer")),
+                            };
+                        }
+                        Err(e) => return Err(lost(&e)),
+                    };
+                    match msg.msg {
+                        Some(coordinator_message::Msg::Snapshot(s)) => {
+                            let p = Placement::try_from(s)
+                                .map_err(|e| SessionError::Protocol(format!("bad snapshot: {e}")))?;
+                            self.on_snapshot(p);
+                        }
+                        Some(coordinator_message::Msg::Update(u)) => {
+                            let d = PlacementDelta::try_from(u)
+                                .map_err(|e| SessionError::Protocol(format!("bad update: {e}")))?;
+                            if let Some(reason) = self.on_update(d) {
+                                let r = pb::ResyncRequest { reason };
+                                writer.send(&agent(agent_message::Msg::Resync(r))).await.map_err(|e| lost(&e))?;
+                            }
+                        }
+                        Some(coordinator_message::Msg::HeartbeatAck(ack)) => {
+                            tracing::trace!(rtt_ms = unix_ms().saturating_sub(ack.echoed_unix_ms), "heartbeat ack");
+                        }
+                        Some(coordinator_message::Msg::Welcome(_)) | None => {
+                            return Err(SessionError::Protocol("unexpected frame".into()))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_snapshot(&self, placement: Placement) {
+        let verdict = self.desired.borrow().judge_snapshot(&placement.cursor);
+        match verdict {
+            Verdict::Apply => self.publish(placement),
+            _ => tracing::debug!(cursor = %placement.cursor, "ignoring snapshot that is not newer"),
+        }
+    }
+
+    /// Returns a reason to ask for a snapshot when the update does not fit.
+    fn on_update(&self, delta: PlacementDelta) -> Option<String> {
+        let current = self.desired.borrow().clone();
+        match current.judge_delta(&delta) {
+            Verdict::Apply => {
+                let mut next = (*current).clone();
+                next.apply(delta);
+                self.publish(next);
+                None
+            }
+            Verdict::Stale => {
+                tracing::debug!(generation = delta.generation, "ignoring stale update");
+                None
+            }
+            Verdict::Gap => Some(format!(
+                "update {}->{} does not apply to held {}",
+                delta.base_generation, delta.generation, current.cursor
+            )),
+        }
+    }
+
+    /// Persist, then hand to the supervisor.
+    fn publish(&self, placement: Placement) {
+        if let Err(e) = state_file::save(&self.cfg.state_path, &placement) {
+            // Keep going: supervising the new placement matters more; the
+            // coordinator sends it again on the next connect.
+            tracing::error!(error = %e, path = %self.cfg.state_path.display(), "persist placement");
+        }
+        tracing::info!(
+            cursor = %placement.cursor,
+            components = placement.components.len(),
+            "placement applied"
+        );
+        self.desired.send_replace(Arc::new(placement));
+    }
+}
+
+enum SessionError {
+    Link(LinkError),
+    Protocol(String),
+}
+
+fn closed(err: &quinn::ConnectionError) -> LinkError {
+    let code = match err {
+        quinn::ConnectionError::ApplicationClosed(c) => CloseCode::from_varint(c.error_code),
+        _ => None,
+    };
+    LinkError {
+        code,
+        reason: oi_proto::close::describe(err),
+    }
+}
+
+fn agent(msg: agent_message::Msg) -> pb::AgentMessage {
+    pb::AgentMessage { msg: Some(msg) }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Reads the CA bundle, certificate and key of the agent's identity.
+pub fn load_identity(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(Vec<CertificateDer<'static>>, Identity)> {
+    let ca_pem = std::fs::read(ca).with_context(|| format!("read CA {}", ca.display()))?;
+    let ca =
+        oi_proto::tls::parse_certs(&ca_pem).with_context(|| format!("parse {}", ca.display()))?;
+    let cert_pem = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
+    let key_pem = oi_proto::fsutil::read_secret_file(key)?;
+    let identity = Identity::from_pem(&cert_pem, &key_pem)
+        .map_err(|e| anyhow!("load agent identity from {}: {e:#}", cert.display()))?;
+    Ok((ca, identity))
+}

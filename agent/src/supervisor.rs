@@ -1,0 +1,303 @@
+//! The reconcile loop around [`crate::plan::plan`]: level-triggered, woken
+//! by a new placement, a probe result, the end of a backoff, or the periodic
+//! full resync. It never stops a container because the agent is shutting
+//! down or disconnected: only a placement that no longer names a component
+//! removes it.
+
+use crate::plan::{self, Action, Failure};
+use crate::probe;
+use crate::runtime::{ContainerState, ObservedPod, Runtime, RuntimeError};
+use crate::status::{self, ProbeKey, ProbeView};
+use oi_proto::model::{Component, ComponentStatus, Placement, Probe, ProbeResult};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+
+type ProbeTable = Arc<Mutex<HashMap<ProbeKey, ProbeView>>>;
+
+pub struct Supervisor<R> {
+    runtime: Arc<R>,
+    desired: watch::Receiver<Arc<Placement>>,
+    status: watch::Sender<Vec<ComponentStatus>>,
+    resync: Duration,
+    failures: HashMap<String, Failure>,
+    probes: ProbeTable,
+    probe_tasks: HashMap<ProbeKey, (String, AbortHandle)>,
+    probe_changed: Arc<Notify>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl<R: Runtime> Supervisor<R> {
+    pub fn new(
+        runtime: Arc<R>,
+        desired: watch::Receiver<Arc<Placement>>,
+        status: watch::Sender<Vec<ComponentStatus>>,
+        resync: Duration,
+    ) -> Self {
+        Self {
+            runtime,
+            desired,
+            status,
+            resync,
+            failures: HashMap::new(),
+            probes: Arc::default(),
+            probe_tasks: HashMap::new(),
+            probe_changed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let wake_at = self.reconcile().await;
+            let wait = wake_at
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(self.resync)
+                .min(self.resync);
+            let notified = self.probe_changed.clone();
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break,
+                changed = self.desired.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                _ = notified.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        for (_, (_, task)) in self.probe_tasks.drain() {
+            task.abort();
+        }
+        tracing::info!("supervisor stopped; containers keep running");
+    }
+
+    /// One pass. Returns when a backoff ends (unix ms), if one is pending.
+    async fn reconcile(&mut self) -> Option<u64> {
+        let desired = self.desired.borrow_and_update().clone();
+        let observed = match self.runtime.list().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "list pods");
+                self.publish_unknown(&desired, &e);
+                return None;
+            }
+        };
+        let plan = plan::plan(&desired, &observed, &self.failures, now_ms());
+        let acted = !plan.actions.is_empty();
+        for action in plan.actions {
+            self.execute(&desired, action).await;
+        }
+        let observed = if acted {
+            match self.runtime.list().await {
+                Ok(o) => o,
+                Err(e) => {
+                    self.publish_unknown(&desired, &e);
+                    return plan.wake_at_ms;
+                }
+            }
+        } else {
+            observed
+        };
+        self.failures
+            .retain(|id, _| desired.components.contains_key(id));
+        self.sync_probes(&desired, &observed);
+        let statuses = {
+            let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            status::compute(&desired, &observed, &self.failures, &probes, now_ms())
+        };
+        self.status.send_if_modified(|cur| {
+            if *cur == statuses {
+                false
+            } else {
+                *cur = statuses;
+                true
+            }
+        });
+        plan.wake_at_ms
+    }
+
+    async fn execute(&mut self, desired: &Placement, action: Action) {
+        let generation = desired.cursor.generation;
+        let (id, result) = match &action {
+            Action::Create { id } => {
+                let c = &desired.components[id];
+                tracing::info!(component = %id, spec = %c.spec_hash(), "creating pod");
+                (id, self.runtime.create(c, generation).await)
+            }
+            Action::Restart { id, container } => {
+                let c = &desired.components[id];
+                tracing::info!(component = %id, %container, "starting container");
+                (
+                    id,
+                    self.runtime
+                        .restart_container(c, container, generation)
+                        .await,
+                )
+            }
+            Action::Remove { id } => {
+                tracing::info!(component = %id, "removing pod that is no longer placed here");
+                (id, self.runtime.remove(id).await)
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.failures.remove(id);
+            }
+            Err(e) => {
+                tracing::warn!(component = %id, error = %e, "{action:?} failed");
+                if let Some(c) = desired.components.get(id) {
+                    self.record_failure(c, &e);
+                }
+            }
+        }
+    }
+
+    fn record_failure(&mut self, c: &Component, e: &RuntimeError) {
+        let hash = c.spec_hash();
+        let count = self
+            .failures
+            .get(&c.id)
+            .filter(|f| f.spec_hash == hash)
+            .map_or(1, |f| f.count + 1);
+        self.failures.insert(
+            c.id.clone(),
+            Failure {
+                spec_hash: hash,
+                count,
+                at_ms: now_ms(),
+                reason: e.reason().into(),
+                message: e.to_string(),
+            },
+        );
+    }
+
+    /// The runtime could not be asked: nothing about the pods is known.
+    fn publish_unknown(&self, desired: &Placement, e: &RuntimeError) {
+        let statuses: Vec<ComponentStatus> = desired
+            .components
+            .values()
+            .map(|c| ComponentStatus {
+                id: c.id.clone(),
+                spec_hash: c.spec_hash(),
+                reason: e.reason().into(),
+                message: e.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        self.status.send_if_modified(|cur| {
+            if *cur == statuses {
+                false
+            } else {
+                *cur = statuses;
+                true
+            }
+        });
+    }
+
+    /// One prober per running container that has a probe; probers of
+    /// containers that are gone or changed stop.
+    fn sync_probes(&mut self, desired: &Placement, observed: &[ObservedPod]) {
+        let mut want: HashMap<ProbeKey, (String, Probe)> = HashMap::new();
+        for pod in observed {
+            let Some(c) = desired.components.get(&pod.component_id) else {
+                continue;
+            };
+            let hash = c.spec_hash();
+            if pod.spec_hash != hash {
+                continue;
+            }
+            for k in &c.pod.containers {
+                let running = pod
+                    .containers
+                    .iter()
+                    .any(|o| o.name == k.name && o.state == ContainerState::Running);
+                if let (true, Some(p)) = (running, &k.probe) {
+                    want.insert((c.id.clone(), k.name.clone()), (hash.clone(), p.clone()));
+                }
+            }
+        }
+        self.probe_tasks.retain(|key, (hash, task)| {
+            let keep = want.get(key).is_some_and(|(h, _)| h == hash);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        {
+            let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            table.retain(|key, view| want.get(key).is_some_and(|(h, _)| *h == view.spec_hash));
+        }
+        for (key, (hash, p)) in want {
+            if self.probe_tasks.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(probe_loop(
+                key.clone(),
+                hash.clone(),
+                p,
+                self.probes.clone(),
+                self.probe_changed.clone(),
+            ));
+            self.probe_tasks.insert(key, (hash, task.abort_handle()));
+        }
+    }
+}
+
+/// Probes one container every period; records a result only when it
+/// changes, so a steady state sends no status updates.
+async fn probe_loop(
+    key: ProbeKey,
+    spec_hash: String,
+    p: Probe,
+    table: ProbeTable,
+    changed: Arc<Notify>,
+) {
+    tokio::time::sleep(Duration::from_millis(p.initial_delay_ms.into())).await;
+    let period = Duration::from_millis(p.period_ms.max(200).into());
+    let threshold = p.failure_threshold.max(1);
+    let mut failures_in_a_row = 0u32;
+    loop {
+        let r = probe::run(&p).await;
+        if r.ok {
+            failures_in_a_row = 0;
+        } else {
+            failures_in_a_row += 1;
+        }
+        let notify = {
+            let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+            let prev = t.get(&key);
+            let was_ready = prev.is_some_and(|v| v.ready);
+            let ready = r.ok || (was_ready && failures_in_a_row < threshold);
+            let same = prev.is_some_and(|v| {
+                v.result.ok == r.ok && v.result.detail == r.detail && v.ready == ready
+            });
+            if !same {
+                t.insert(
+                    key.clone(),
+                    ProbeView {
+                        spec_hash: spec_hash.clone(),
+                        result: ProbeResult {
+                            ok: r.ok,
+                            detail: r.detail,
+                            at_unix_ms: r.at_unix_ms,
+                        },
+                        ready,
+                    },
+                );
+            }
+            !same
+        };
+        if notify {
+            changed.notify_one();
+        }
+        tokio::time::sleep(period).await;
+    }
+}

@@ -1,0 +1,128 @@
+//! Coordinator configuration: parsed from TOML, then validated into
+//! [`Config`]. Every field has a default, so an empty file is valid.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The file as written by an operator.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Store, CA and other state. Default `/var/lib/oneinfra/coordinator`.
+    pub data_dir: Option<PathBuf>,
+    /// UDP address agents dial (QUIC). Default `0.0.0.0:7443`.
+    pub listen: Option<String>,
+    /// TCP address of `/metrics` and `/healthz`; empty to disable.
+    /// Default `127.0.0.1:9441`.
+    pub metrics_listen: Option<String>,
+    /// Names and IP addresses agents use to reach the coordinator; they go
+    /// into its serving certificate. Default `["localhost", "127.0.0.1"]`.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// How often agents send heartbeats. Default 10.
+    pub heartbeat_interval_secs: Option<u64>,
+}
+
+/// Validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub server_names: Vec<String>,
+    pub heartbeat_interval: Duration,
+    /// How long a new connection may take to send its hello.
+    pub handshake_timeout: Duration,
+}
+
+impl RawConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    pub fn validate(self) -> Result<Config> {
+        let parse_addr = |field: &str, v: &str| -> Result<SocketAddr> {
+            v.parse().with_context(|| {
+                format!("{field} = {v:?} is not an address: write it as IP:PORT, e.g. 0.0.0.0:7443")
+            })
+        };
+        let listen = parse_addr("listen", self.listen.as_deref().unwrap_or("0.0.0.0:7443"))?;
+        let metrics_listen = match self.metrics_listen.as_deref() {
+            None => Some(parse_addr("metrics_listen", "127.0.0.1:9441")?),
+            Some("") => None,
+            Some(v) => Some(parse_addr("metrics_listen", v)?),
+        };
+        let server_names = if self.server_names.is_empty() {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            self.server_names
+        };
+        for n in &server_names {
+            if n.trim().is_empty() || n.contains(char::is_whitespace) {
+                bail!("server_names entry {n:?} is not a DNS name or IP address");
+            }
+        }
+        let hb = self.heartbeat_interval_secs.unwrap_or(10);
+        if !(1..=300).contains(&hb) {
+            bail!("heartbeat_interval_secs = {hb} is out of range: use 1 to 300");
+        }
+        Ok(Config {
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/oneinfra/coordinator")),
+            listen,
+            metrics_listen,
+            server_names,
+            heartbeat_interval: Duration::from_secs(hb),
+            handshake_timeout: Duration::from_secs(10),
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests: everything on 127.0.0.1 with free ports.
+    pub fn for_tests(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            metrics_listen: Some("127.0.0.1:0".parse().expect("literal address")),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            heartbeat_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("state.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let c: RawConfig = toml::from_str("").unwrap();
+        let c = c.validate().unwrap();
+        assert_eq!(c.listen.port(), 7443);
+        assert_eq!(c.metrics_listen.unwrap().port(), 9441);
+
+        let bad = [
+            ("listen = \"nope\"", "listen"),
+            ("heartbeat_interval_secs = 0", "heartbeat_interval_secs"),
+            ("server_names = [\"a b\"]", "server_names"),
+        ];
+        for (text, needle) in bad {
+            let raw: RawConfig = toml::from_str(text).unwrap();
+            let err = format!("{:#}", raw.validate().unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert!(toml::from_str::<RawConfig>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The coordinator process: wires the store, the index, the link CA, the
+//! QUIC endpoint and the metrics endpoint together, and offers the
+//! operations that change desired state.
+
+use crate::config::Config;
+use crate::index::{HypervisorView, Index};
+use crate::metrics::Metrics;
+use crate::pki::{IssuedCert, LinkCa};
+use crate::store::{PlacementChange, SqliteStore, Store, StoreError};
+use anyhow::{Context, Result};
+use oi_proto::model::Component;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("invalid component {id:?}: {why}")]
+    InvalidComponent { id: String, why: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+    pub ca: LinkCa,
+    pub config: Config,
+    /// Serializes writes, so that the index sees them in commit order.
+    pub write_lock: tokio::sync::Mutex<()>,
+    pub next_conn_id: AtomicU64,
+}
+
+/// A handle on a running coordinator; cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+/// A started coordinator with its listeners and tasks.
+pub struct Running {
+    pub coordinator: Coordinator,
+    /// UDP address of the agent link.
+    pub link_addr: SocketAddr,
+    /// TCP address of `/metrics`, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    link_task: JoinHandle<()>,
+    http_task: Option<JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    /// Ordered, time-boxed shutdown: stop accepting, close agent links with
+    /// a "reconnect later" reason, stop the metrics listener.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(10), self.link_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("link did not stop within 10s");
+        }
+        if let Some(http) = self.http_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), http).await;
+        }
+    }
+
+    /// Resolves when the link task ends on its own (it should not).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.link_task).await;
+    }
+}
+
+impl Coordinator {
+    /// Opens the embedded store under `config.data_dir` and starts.
+    pub async fn start(config: Config) -> Result<Running> {
+        oi_proto::fsutil::create_private_dir(&config.data_dir)?;
+        let path = config.store_path();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            .await
+            .context("join store open")?
+            .context("open store")?;
+        Self::start_with_store(config, Arc::new(store)).await
+    }
+
+    pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> Result<Running> {
+        let ca = LinkCa::load_or_create(&config.data_dir).context("load link CA")?;
+        let hypervisors = store.list_hypervisors().await.context("load hypervisors")?;
+        let components = store.list_components().await.context("load components")?;
+        let metrics = Arc::new(Metrics::new());
+        for h in &hypervisors {
+            metrics.set_generation(&h.name, h.generation);
+        }
+        tracing::info!(
+            hypervisors = hypervisors.len(),
+            components = components.len(),
+            epoch = %store.epoch(),
+            "loaded desired state"
+        );
+        let index = Index::rebuild(store.epoch(), hypervisors, components);
+
+        let server = ca
+            .issue_server(&config.server_names)
+            .context("issue coordinator serving certificate")?;
+        let identity = oi_proto::tls::Identity::from_pem(
+            server.cert_pem.as_bytes(),
+            server.key_pem.as_bytes(),
+        )?;
+        let ca_der = oi_proto::tls::parse_certs(ca.cert_pem().as_bytes())?;
+        let server_config = oi_proto::tls::server_config(&identity, &ca_der)?;
+        let endpoint = quinn::Endpoint::server(server_config, config.listen)
+            .with_context(|| format!("bind agent link on udp {}", config.listen))?;
+        let link_addr = endpoint.local_addr().context("read link address")?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (http_task, metrics_addr) = match config.metrics_listen {
+            Some(addr) => {
+                let listener = crate::http::bind(addr).await?;
+                let bound = listener.local_addr().context("read metrics address")?;
+                let task = tokio::spawn(crate::http::serve(
+                    listener,
+                    metrics.clone(),
+                    shutdown_rx.clone(),
+                ));
+                (Some(task), Some(bound))
+            }
+            None => (None, None),
+        };
+
+        let inner = Arc::new(Inner {
+            store,
+            index,
+            metrics,
+            ca,
+            config,
+            write_lock: tokio::sync::Mutex::new(()),
+            next_conn_id: AtomicU64::new(1),
+        });
+        let link_task = tokio::spawn(crate::link::serve(endpoint, inner.clone(), shutdown_rx));
+        tracing::info!(%link_addr, ?metrics_addr, "coordinator started");
+        Ok(Running {
+            coordinator: Coordinator { inner },
+            link_addr,
+            metrics_addr,
+            shutdown,
+            link_task,
+            http_task,
+        })
+    }
+
+    /// Applies placement changes durably, then tells the affected agents.
+    /// Returns the new generation of every hypervisor that changed.
+    pub async fn write_placement(
+        &self,
+        changes: Vec<PlacementChange>,
+    ) -> Result<BTreeMap<String, u64>, CoordinatorError> {
+        for change in &changes {
+            if let PlacementChange::Upsert { component, .. } = change {
+                validate_component(component)?;
+            }
+        }
+        let inner = &self.inner;
+        let _write = inner.write_lock.lock().await;
+        let started = Instant::now();
+        let generations = inner.store.write_placement(&changes).await?;
+        inner.metrics.observe_store_write(started.elapsed());
+        inner.index.apply(&changes, &generations);
+        for (hv, generation) in &generations {
+            inner.metrics.set_generation(hv, *generation);
+        }
+        Ok(generations)
+    }
+
+    /// Places (or replaces) one component on a hypervisor.
+    pub async fn upsert_component(
+        &self,
+        hypervisor: &str,
+        component: Component,
+    ) -> Result<BTreeMap<String, u64>, CoordinatorError> {
+        self.write_placement(vec![PlacementChange::Upsert {
+            hypervisor: hypervisor.to_string(),
+            component,
+        }])
+        .await
+    }
+
+    pub async fn remove_component(
+        &self,
+        component_id: &str,
+    ) -> Result<BTreeMap<String, u64>, CoordinatorError> {
+        self.write_placement(vec![PlacementChange::Remove {
+            component_id: component_id.to_string(),
+        }])
+        .await
+    }
+
+    pub async fn set_cordoned(
+        &self,
+        hypervisor: &str,
+        cordoned: bool,
+    ) -> Result<(), CoordinatorError> {
+        let _write = self.inner.write_lock.lock().await;
+        self.inner.store.set_cordoned(hypervisor, cordoned).await?;
+        if let Some(mut rec) = self.inner.index.record(hypervisor) {
+            rec.cordoned = cordoned;
+            self.inner.index.upsert_record(rec);
+        }
+        Ok(())
+    }
+
+    pub fn hypervisor(&self, name: &str) -> Option<HypervisorView> {
+        self.inner.index.view(name)
+    }
+
+    pub fn hypervisors(&self) -> Vec<HypervisorView> {
+        self.inner.index.views()
+    }
+
+    pub fn epoch(&self) -> &str {
+        self.inner.index.epoch()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// The link CA certificate agents pin.
+    pub fn ca_pem(&self) -> &str {
+        self.inner.ca.cert_pem()
+    }
+
+    /// Issues a client certificate (and key) for hypervisor `name`.
+    pub fn issue_agent_identity(&self, name: &str) -> Result<IssuedCert> {
+        self.inner.ca.issue_agent(name)
+    }
+}
+
+/// A component must survive the trip to the agent: the same validation the
+/// agent applies when it decodes the placement.
+fn validate_component(c: &Component) -> Result<(), CoordinatorError> {
+    oi_proto::model::Component::try_from(oi_proto::pb::Component::from(c.clone()))
+        .map(|_| ())
+        .map_err(|e| CoordinatorError::InvalidComponent {
+            id: c.id.clone(),
+            why: e.to_string(),
+        })
+}

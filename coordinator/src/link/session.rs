@@ -1,0 +1,359 @@
+//! One agent connection: authenticate, handshake, then stream the
+//! hypervisor's placement (a snapshot, then deltas) and take status reports.
+
+use crate::coordinator::Inner;
+use crate::store::HypervisorRegistration;
+use oi_proto::frame::{FrameReader, FrameWriter};
+use oi_proto::model::{Hello, Placement, StatusReport};
+use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+type Reader = FrameReader<quinn::RecvStream, pb::AgentMessage>;
+type Writer = FrameWriter<quinn::SendStream, pb::CoordinatorMessage>;
+
+/// Why a connection was refused: the close code and a reason that says what
+/// to do. Sent to the agent and logged here.
+struct Refusal(CloseCode, String);
+
+pub(crate) async fn handle(
+    incoming: quinn::Incoming,
+    inner: Arc<Inner>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let peer = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Certificates from another CA and other TLS failures end here;
+            // the agent receives the TLS alert as the close reason.
+            inner.metrics.rejected("tls_handshake");
+            tracing::warn!(%peer, error = %e, "refused agent connection: TLS handshake failed");
+            return;
+        }
+    };
+    let conn_id = inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let Established {
+        name,
+        hello,
+        reader,
+        writer,
+    } = match handshake(&conn, &inner).await {
+        Ok(ok) => ok,
+        Err(Refusal(code, reason)) => {
+            inner.metrics.rejected(code.label());
+            tracing::warn!(%peer, reason = code.label(), "refused agent connection: {reason}");
+            conn.close(code.varint(), reason.as_bytes());
+            return;
+        }
+    };
+    let Hello {
+        observed, applied, ..
+    } = hello;
+    let since = unix_ms();
+    if let Some(old) = inner.index.attach(&name, conn_id, conn.clone(), since) {
+        old.close(
+            CloseCode::CloseSuperseded.varint(),
+            b"a newer connection from the same hypervisor replaced this one",
+        );
+    }
+    inner.index.set_observed(
+        &name,
+        conn_id,
+        StatusReport {
+            applied,
+            components: observed,
+        },
+    );
+    inner.metrics.connected_agents.inc();
+    tracing::info!(hypervisor = %name, %peer, conn_id, "agent connected");
+
+    let end = run(&conn, &inner, &name, conn_id, reader, writer, shutdown).await;
+
+    inner.metrics.connected_agents.dec();
+    inner.index.detach(&name, conn_id);
+    if let Err(e) = inner.store.touch_last_seen(&name, unix_ms()).await {
+        tracing::warn!(hypervisor = %name, error = %e, "record last seen");
+    }
+    match end {
+        End::Shutdown => conn.close(
+            CloseCode::CloseNormal.varint(),
+            b"coordinator shutting down; reconnect later",
+        ),
+        End::Protocol(why) => {
+            tracing::warn!(hypervisor = %name, %peer, "closing agent link: {why}");
+            conn.close(CloseCode::CloseProtocolError.varint(), why.as_bytes());
+        }
+        End::Lost(why) => {
+            tracing::info!(hypervisor = %name, %peer, "agent disconnected: {why}");
+        }
+    }
+}
+
+struct Established {
+    name: String,
+    hello: Hello,
+    reader: Reader,
+    writer: Writer,
+}
+
+enum End {
+    Shutdown,
+    Protocol(String),
+    Lost(String),
+}
+
+async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Established, Refusal> {
+    let cert_name = peer_name(conn)?;
+    let timeout = inner.config.handshake_timeout;
+    let (send, recv) = tokio::time::timeout(timeout, conn.accept_bi())
+        .await
+        .map_err(|_| {
+            Refusal(
+                CloseCode::CloseHandshakeTimeout,
+                format!("no control stream within {timeout:?}"),
+            )
+        })?
+        .map_err(|e| Refusal(CloseCode::CloseProtocolError, format!("accept stream: {e}")))?;
+    let mut reader = Reader::new(recv);
+    let writer = Writer::new(send);
+    let first = tokio::time::timeout(timeout, reader.next())
+        .await
+        .map_err(|_| {
+            Refusal(
+                CloseCode::CloseHandshakeTimeout,
+                format!("no hello within {timeout:?}"),
+            )
+        })?
+        .map_err(|e| Refusal(CloseCode::CloseProtocolError, format!("read hello: {e}")))?;
+    let Some(agent_message::Msg::Hello(hello)) = first.msg else {
+        return Err(Refusal(
+            CloseCode::CloseProtocolError,
+            "the first frame must be a hello".into(),
+        ));
+    };
+    if hello.protocol_version != oi_proto::PROTOCOL_VERSION {
+        return Err(Refusal(
+            CloseCode::CloseUnsupportedVersion,
+            format!(
+                "protocol version {} is not supported: this coordinator speaks version {}; \
+                 install a matching oi-agent",
+                hello.protocol_version,
+                oi_proto::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    let hello = Hello::try_from(hello)
+        .map_err(|e| Refusal(CloseCode::CloseProtocolError, format!("bad hello: {e}")))?;
+    if hello.hypervisor_name != cert_name {
+        return Err(Refusal(
+            CloseCode::CloseNameMismatch,
+            format!(
+                "hello names hypervisor {:?} but the client certificate was issued to {:?}; \
+                 set the agent's name to {:?} or join it again under the new name",
+                hello.hypervisor_name, cert_name, cert_name
+            ),
+        ));
+    }
+    register(inner, &hello).await?;
+    Ok(Established {
+        name: cert_name,
+        hello,
+        reader,
+        writer,
+    })
+}
+
+/// The hypervisor name in the verified client certificate.
+fn peer_name(conn: &quinn::Connection) -> Result<String, Refusal> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .filter(|chain| !chain.is_empty())
+        .ok_or_else(|| {
+            Refusal(
+                CloseCode::CloseNoCertificate,
+                "client certificate required: agents authenticate with the certificate \
+                 this coordinator issued them (see `oi hypervisor join`)"
+                    .into(),
+            )
+        })?;
+    crate::pki::common_name(&chain[0])
+        .map_err(|e| Refusal(CloseCode::CloseNoCertificate, e.to_string()))
+}
+
+/// Records what the agent reports about its machine and reconciles the
+/// placement generation it holds with the store's.
+async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(hypervisor = %hello.hypervisor_name, error = %e, "{what}");
+        Refusal(
+            CloseCode::CloseInternal,
+            format!("{what} failed; retry later"),
+        )
+    };
+    let _write = inner.write_lock.lock().await;
+    if let Some(existing) = inner.index.record(&hello.hypervisor_name) {
+        if existing.role != hello.role {
+            return Err(Refusal(
+                CloseCode::CloseRoleMismatch,
+                format!(
+                    "hypervisor {:?} is registered as {} but the agent says {}; \
+                     fix the agent's role or remove the hypervisor first",
+                    hello.hypervisor_name, existing.role, hello.role
+                ),
+            ));
+        }
+    }
+    let reg = HypervisorRegistration {
+        name: hello.hypervisor_name.clone(),
+        role: hello.role,
+        address: hello.capacity.address.clone(),
+        host_ports: hello.capacity.host_ports,
+        cpu_millis: hello.capacity.cpu_millis,
+        memory_bytes: hello.capacity.memory_bytes,
+    };
+    let started = std::time::Instant::now();
+    let record = inner
+        .store
+        .register_hypervisor(&reg)
+        .await
+        .map_err(|e| internal("register hypervisor", &e))?;
+    inner.metrics.observe_store_write(started.elapsed());
+    let name = record.name.clone();
+    let generation = record.generation;
+    inner.index.upsert_record(record);
+    inner.metrics.set_generation(&name, generation);
+    // An agent can hold a generation this store never handed out, e.g. after
+    // the store was restored from a backup. Move past it, so the snapshot we
+    // send is newer than what the agent holds and it converges.
+    if hello.applied.epoch == inner.index.epoch() && hello.applied.generation > generation {
+        let bumped = inner
+            .store
+            .bump_generation(&name, hello.applied.generation)
+            .await
+            .map_err(|e| internal("bump generation", &e))?;
+        tracing::warn!(
+            hypervisor = %name,
+            held = hello.applied.generation,
+            store = generation,
+            now = bumped,
+            "agent held a newer placement generation than the store; moved past it"
+        );
+        inner.index.set_generation(&name, bumped);
+        inner.metrics.set_generation(&name, bumped);
+    }
+    Ok(())
+}
+
+fn frame(msg: coordinator_message::Msg) -> pb::CoordinatorMessage {
+    pb::CoordinatorMessage { msg: Some(msg) }
+}
+
+async fn send_snapshot(
+    writer: &mut Writer,
+    inner: &Inner,
+    placement: &Arc<Placement>,
+) -> Result<(), End> {
+    let snap = pb::Placement::from((**placement).clone());
+    writer
+        .send(&frame(coordinator_message::Msg::Snapshot(snap)))
+        .await
+        .map_err(|e| End::Lost(format!("send snapshot: {e}")))?;
+    inner.metrics.sent("snapshot");
+    Ok(())
+}
+
+async fn run(
+    conn: &quinn::Connection,
+    inner: &Inner,
+    name: &str,
+    conn_id: u64,
+    mut reader: Reader,
+    mut writer: Writer,
+    mut shutdown: watch::Receiver<bool>,
+) -> End {
+    let Some(mut placements) = inner.index.subscribe(name) else {
+        return End::Protocol("hypervisor vanished during handshake".into());
+    };
+    let welcome = pb::Welcome {
+        protocol_version: oi_proto::PROTOCOL_VERSION,
+        coordinator_version: env!("CARGO_PKG_VERSION").into(),
+        heartbeat_interval_ms: inner.config.heartbeat_interval.as_millis() as u32,
+    };
+    if let Err(e) = writer
+        .send(&frame(coordinator_message::Msg::Welcome(welcome)))
+        .await
+    {
+        return End::Lost(format!("send welcome: {e}"));
+    }
+    // Level-triggered: a (re)connected agent gets the current placement whole.
+    let mut sent = placements.borrow_and_update().clone();
+    if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
+        return end;
+    }
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return End::Shutdown,
+            err = conn.closed() => return End::Lost(oi_proto::close::describe(&err)),
+            changed = placements.changed() => {
+                if changed.is_err() {
+                    return End::Protocol("hypervisor was removed".into());
+                }
+                let current = placements.borrow_and_update().clone();
+                if current.cursor == sent.cursor {
+                    continue;
+                }
+                let delta = sent.diff(&current);
+                let update = pb::PlacementUpdate::from(delta);
+                if let Err(e) = writer.send(&frame(coordinator_message::Msg::Update(update))).await {
+                    return End::Lost(format!("send update: {e}"));
+                }
+                inner.metrics.sent("update");
+                sent = current;
+            }
+            msg = reader.next() => {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(oi_proto::frame::FrameError::Decode(e)) => {
+                        return End::Protocol(format!("undecodable frame: {e}"))
+                    }
+                    Err(e) => return End::Lost(e.to_string()),
+                };
+                match msg.msg {
+                    Some(agent_message::Msg::Status(report)) => {
+                        inner.index.set_observed(name, conn_id, report.into());
+                    }
+                    Some(agent_message::Msg::Heartbeat(hb)) => {
+                        let ack = pb::HeartbeatAck { echoed_unix_ms: hb.sent_unix_ms };
+                        if let Err(e) = writer.send(&frame(coordinator_message::Msg::HeartbeatAck(ack))).await {
+                            return End::Lost(format!("send heartbeat ack: {e}"));
+                        }
+                    }
+                    Some(agent_message::Msg::Resync(r)) => {
+                        tracing::info!(hypervisor = %name, reason = %r.reason, "agent asked for a snapshot");
+                        sent = placements.borrow_and_update().clone();
+                        if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
+                            return end;
+                        }
+                    }
+                    Some(agent_message::Msg::Hello(_)) => {
+                        return End::Protocol("a second hello on an established link".into())
+                    }
+                    None => return End::Protocol("empty frame".into()),
+                }
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

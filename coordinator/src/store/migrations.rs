@@ -1,0 +1,59 @@
+//! Schema migrations of the SQLite store, keyed on `PRAGMA user_version`.
+//! Each step runs in its own transaction together with the version bump, so
+//! a crash mid-migration leaves the previous version intact.
+
+use super::StoreError;
+use rusqlite::Connection;
+
+/// The migrations in order; `MIGRATIONS[i]` moves version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: hypervisors, placed components, store metadata (epoch).
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE hypervisors (
+        name              TEXT PRIMARY KEY,
+        role              TEXT NOT NULL CHECK (role IN ('private', 'public')),
+        address           TEXT NOT NULL,
+        port_first        INTEGER NOT NULL,
+        port_last         INTEGER NOT NULL,
+        cpu_millis        INTEGER NOT NULL,
+        memory_bytes      INTEGER NOT NULL,
+        labels            TEXT NOT NULL DEFAULT '{}',
+        cordoned          INTEGER NOT NULL DEFAULT 0,
+        last_seen_unix_ms INTEGER,
+        generation        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE components (
+        id         TEXT PRIMARY KEY,
+        hypervisor TEXT NOT NULL REFERENCES hypervisors(name),
+        cluster    TEXT NOT NULL DEFAULT '',
+        spec       BLOB NOT NULL
+    );
+    CREATE INDEX components_by_hypervisor ON components(hypervisor);
+    CREATE INDEX components_by_cluster ON components(cluster);
+    "#,
+];
+
+pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the schema to [`SUPPORTED`]; refuses a store from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SUPPORTED {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: SUPPORTED,
+        });
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "migrated store schema");
+    }
+    Ok(SUPPORTED)
+}

@@ -1,0 +1,126 @@
+//! Desired state storage. The coordinator only talks to [`Store`]; the
+//! embedded SQLite backend is the default, and a distributed backend (etcd)
+//! can implement the same trait for coordinator HA.
+//!
+//! Every method returns only after the write is durable: an acknowledged
+//! write survives `kill -9` and power loss.
+
+use async_trait::async_trait;
+use oi_proto::model::{Component, PortRange, Role};
+use std::collections::BTreeMap;
+
+pub mod migrations;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unknown hypervisor {0:?}")]
+    UnknownHypervisor(String),
+    #[error("unknown component {0:?}")]
+    UnknownComponent(String),
+    #[error("hypervisor {name:?} still has {count} component(s) placed on it")]
+    HypervisorNotEmpty { name: String, count: usize },
+    #[error(
+        "store schema version {found} is newer than this coordinator understands ({supported}); \
+         run a newer coordinator"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("corrupt record in store: {0}")]
+    Corrupt(String),
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+/// What an agent tells the coordinator about its machine when it connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HypervisorRegistration {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub host_ports: PortRange,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HypervisorRecord {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub host_ports: PortRange,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub labels: BTreeMap<String, String>,
+    pub cordoned: bool,
+    /// Unix milliseconds of the last connect or disconnect seen; None if never.
+    pub last_seen_unix_ms: Option<u64>,
+    /// Generation of this hypervisor's placement; bumped on every change.
+    pub generation: u64,
+}
+
+/// One change to the placement of components.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlacementChange {
+    /// Put `component` on `hypervisor`, replacing any component with the same
+    /// id (on that or on another hypervisor).
+    Upsert {
+        hypervisor: String,
+        component: Component,
+    },
+    /// Remove the component with this id from wherever it is placed.
+    Remove { component_id: String },
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A random id fixed when the store was created. Placement cursors carry
+    /// it as their epoch, so agents can tell a different store apart.
+    fn epoch(&self) -> &str;
+
+    async fn list_hypervisors(&self) -> Result<Vec<HypervisorRecord>, StoreError>;
+
+    async fn get_hypervisor(&self, name: &str) -> Result<Option<HypervisorRecord>, StoreError>;
+
+    /// Inserts a hypervisor, or updates the facts its agent reports (role,
+    /// address, ports, capacity). Labels, cordon flag and generation are kept.
+    async fn register_hypervisor(
+        &self,
+        reg: &HypervisorRegistration,
+    ) -> Result<HypervisorRecord, StoreError>;
+
+    async fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), StoreError>;
+
+    async fn set_labels(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError>;
+
+    async fn touch_last_seen(&self, name: &str, unix_ms: u64) -> Result<(), StoreError>;
+
+    /// Removes a hypervisor that has no component placed on it.
+    async fn remove_hypervisor(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every placed component with the name of its hypervisor, ordered by id.
+    async fn list_components(&self) -> Result<Vec<(String, Component)>, StoreError>;
+
+    /// Applies all `changes` in one transaction, bumps the generation of every
+    /// hypervisor whose placement changed by exactly one, and returns the new
+    /// generation of each of them. Nothing is written if any change fails.
+    async fn write_placement(
+        &self,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Raises a hypervisor's generation to at least `at_least` + 1 and returns
+    /// it. Used when an agent holds a generation the store never handed out.
+    async fn bump_generation(&self, name: &str, at_least: u64) -> Result<u64, StoreError>;
+}

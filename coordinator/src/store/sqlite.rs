@@ -1,0 +1,496 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a committed transaction survives `kill -9` and power loss. Calls run
+//! on the blocking pool; one connection, serialized by a mutex.
+
+use super::migrations;
+use super::{HypervisorRecord, HypervisorRegistration, PlacementChange, Store, StoreError};
+use async_trait::async_trait;
+use oi_proto::model::{Component, PortRange, Role};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+pub struct SqliteStore {
+    epoch: String,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and migrates its schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn)?;
+        let epoch: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let epoch = match epoch {
+            Some(e) => e,
+            None => {
+                let e = uuid::Uuid::new_v4().simple().to_string();
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('epoch', ?1)",
+                    params![e],
+                )?;
+                e
+            }
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The store holds key material: only the coordinator reads it.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(Self {
+            epoch,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+const HV_COLUMNS: &str = "name, role, address, port_first, port_last, cpu_millis, memory_bytes, \
+                          labels, cordoned, last_seen_unix_ms, generation";
+
+fn hv_from_row(r: &Row<'_>) -> rusqlite::Result<Result<HypervisorRecord, StoreError>> {
+    let name: String = r.get(0)?;
+    let role: String = r.get(1)?;
+    let labels: String = r.get(7)?;
+    let first: u16 = r.get(3)?;
+    let last: u16 = r.get(4)?;
+    let last_seen: Option<i64> = r.get(9)?;
+    let generation: i64 = r.get(10)?;
+    let cpu: i64 = r.get(5)?;
+    let mem: i64 = r.get(6)?;
+    let address: String = r.get(2)?;
+    let cordoned: bool = r.get(8)?;
+    Ok((|| {
+        Ok(HypervisorRecord {
+            role: role
+                .parse::<Role>()
+                .map_err(|e| StoreError::Corrupt(format!("hypervisor {name}: {e}")))?,
+            host_ports: PortRange::new(first, last)
+                .map_err(|e| StoreError::Corrupt(format!("hypervisor {name}: {e}")))?,
+            labels: serde_json::from_str(&labels)
+                .map_err(|e| StoreError::Corrupt(format!("hypervisor {name} labels: {e}")))?,
+            address,
+            cpu_millis: cpu as u64,
+            memory_bytes: mem as u64,
+            cordoned,
+            last_seen_unix_ms: last_seen.map(|v| v as u64),
+            generation: generation as u64,
+            name,
+        })
+    })())
+}
+
+fn get_hv(conn: &Connection, name: &str) -> Result<Option<HypervisorRecord>, StoreError> {
+    let sql = format!("SELECT {HV_COLUMNS} FROM hypervisors WHERE name = ?1");
+    conn.query_row(&sql, params![name], hv_from_row)
+        .optional()?
+        .transpose()
+}
+
+pub(crate) fn decode_component(id: &str, spec: &[u8]) -> Result<Component, StoreError> {
+    serde_json::from_slice(spec).map_err(|e| StoreError::Corrupt(format!("component {id}: {e}")))
+}
+
+pub(crate) fn encode_component(c: &Component) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(c).map_err(|e| StoreError::Backend(format!("encode component: {e}")))
+}
+
+/// Applies placement changes inside `tx`; returns the hypervisors whose
+/// placement changed. Shared with other writers that change placement in
+/// the same transaction as their own records.
+pub(crate) fn apply_placement(
+    tx: &rusqlite::Transaction<'_>,
+    changes: &[PlacementChange],
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    for change in changes {
+        match change {
+            PlacementChange::Upsert {
+                hypervisor,
+                component,
+            } => {
+                if get_hv(tx, hypervisor)?.is_none() {
+                    return Err(StoreError::UnknownHypervisor(hypervisor.clone()));
+                }
+                let spec = encode_component(component)?;
+                let existing: Option<(String, Vec<u8>)> = tx
+                    .query_row(
+                        "SELECT hypervisor, spec FROM components WHERE id = ?1",
+                        params![component.id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                match existing {
+                    Some((hv, old)) if &hv == hypervisor && old == spec => continue,
+                    Some((hv, _)) => {
+                        changed.insert(hv);
+                    }
+                    None => {}
+                }
+                tx.execute(
+                    "INSERT INTO components (id, hypervisor, cluster, spec) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(id) DO UPDATE SET hypervisor = excluded.hypervisor,
+                        cluster = excluded.cluster, spec = excluded.spec",
+                    params![component.id, hypervisor, component.cluster, spec],
+                )?;
+                changed.insert(hypervisor.clone());
+            }
+            PlacementChange::Remove { component_id } => {
+                let hv: Option<String> = tx
+                    .query_row(
+                        "SELECT hypervisor FROM components WHERE id = ?1",
+                        params![component_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if let Some(hv) = hv {
+                    tx.execute(
+                        "DELETE FROM components WHERE id = ?1",
+                        params![component_id],
+                    )?;
+                    changed.insert(hv);
+                }
+            }
+        }
+    }
+    let mut generations = BTreeMap::new();
+    for hv in changed {
+        let generation: i64 = tx.query_row(
+            "UPDATE hypervisors SET generation = generation + 1 WHERE name = ?1 RETURNING generation",
+            params![hv],
+            |r| r.get(0),
+        )?;
+        generations.insert(hv, generation as u64);
+    }
+    Ok(generations)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    async fn list_hypervisors(&self) -> Result<Vec<HypervisorRecord>, StoreError> {
+        self.with(|conn| {
+            let sql = format!("SELECT {HV_COLUMNS} FROM hypervisors ORDER BY name");
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], hv_from_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(|x| x))
+                .collect()
+        })
+        .await
+    }
+
+    async fn get_hypervisor(&self, name: &str) -> Result<Option<HypervisorRecord>, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| get_hv(conn, &name)).await
+    }
+
+    async fn register_hypervisor(
+        &self,
+        reg: &HypervisorRegistration,
+    ) -> Result<HypervisorRecord, StoreError> {
+        let reg = reg.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO hypervisors (name, role, address, port_first, port_last, cpu_millis, memory_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET role = excluded.role, address = excluded.address,
+                    port_first = excluded.port_first, port_last = excluded.port_last,
+                    cpu_millis = excluded.cpu_millis, memory_bytes = excluded.memory_bytes",
+                params![
+                    reg.name,
+                    reg.role.as_str(),
+                    reg.address,
+                    reg.host_ports.first,
+                    reg.host_ports.last,
+                    reg.cpu_millis as i64,
+                    reg.memory_bytes as i64
+                ],
+            )?;
+            let rec = get_hv(&tx, &reg.name)?
+                .ok_or_else(|| StoreError::Backend("hypervisor vanished after insert".into()))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            let n = conn.execute(
+                "UPDATE hypervisors SET cordoned = ?2 WHERE name = ?1",
+                params![name, cordoned],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownHypervisor(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_labels(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let name = name.to_string();
+        let labels = serde_json::to_string(labels)
+            .map_err(|e| StoreError::Backend(format!("encode labels: {e}")))?;
+        self.with(move |conn| {
+            let n = conn.execute(
+                "UPDATE hypervisors SET labels = ?2 WHERE name = ?1",
+                params![name, labels],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownHypervisor(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_last_seen(&self, name: &str, unix_ms: u64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE hypervisors SET last_seen_unix_ms = ?2 WHERE name = ?1",
+                params![name, unix_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove_hypervisor(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM components WHERE hypervisor = ?1",
+                params![name],
+                |r| r.get(0),
+            )?;
+            if count > 0 {
+                return Err(StoreError::HypervisorNotEmpty {
+                    name,
+                    count: count as usize,
+                });
+            }
+            let n = tx.execute("DELETE FROM hypervisors WHERE name = ?1", params![name])?;
+            if n == 0 {
+                return Err(StoreError::UnknownHypervisor(name));
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_components(&self) -> Result<Vec<(String, Component)>, StoreError> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT id, hypervisor, spec FROM components ORDER BY id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, hv, spec) = row?;
+                out.push((hv, decode_component(&id, &spec)?));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn write_placement(
+        &self,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let changes = changes.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let generations = apply_placement(&tx, &changes)?;
+            tx.commit()?;
+            Ok(generations)
+        })
+        .await
+    }
+
+    async fn bump_generation(&self, name: &str, at_least: u64) -> Result<u64, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn| {
+            let generation: Option<i64> = conn
+                .query_row(
+                    "UPDATE hypervisors SET generation = MAX(generation, ?2) + 1 WHERE name = ?1
+                     RETURNING generation",
+                    params![name, at_least as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            generation
+                .map(|g| g as u64)
+                .ok_or(StoreError::UnknownHypervisor(name))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oi_proto::model::{Container, PodSpec};
+
+    fn reg(name: &str) -> HypervisorRegistration {
+        HypervisorRegistration {
+            name: name.into(),
+            role: Role::Private,
+            address: "10.0.0.1".into(),
+            host_ports: PortRange::new(30000, 30010).unwrap(),
+            cpu_millis: 2000,
+            memory_bytes: 1 << 30,
+        }
+    }
+
+    fn comp(id: &str, image: &str) -> Component {
+        Component {
+            id: id.into(),
+            cluster: "c1".into(),
+            pod: PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }],
+                files: vec![],
+            },
+        }
+    }
+
+    fn up(hv: &str, c: Component) -> PlacementChange {
+        PlacementChange::Upsert {
+            hypervisor: hv.into(),
+            component: c,
+        }
+    }
+
+    #[tokio::test]
+    async fn generations_bump_once_per_changed_hypervisor_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let epoch = store.epoch().to_string();
+        store.register_hypervisor(&reg("a")).await.unwrap();
+        store.register_hypervisor(&reg("b")).await.unwrap();
+
+        let g = store
+            .write_placement(&[up("a", comp("x", "1")), up("a", comp("y", "1"))])
+            .await
+            .unwrap();
+        assert_eq!(g, BTreeMap::from([("a".into(), 1)]));
+        // Identical again: nothing changes.
+        let g = store
+            .write_placement(&[up("a", comp("x", "1"))])
+            .await
+            .unwrap();
+        assert!(g.is_empty());
+        // Moving x to b changes both.
+        let g = store
+            .write_placement(&[up("b", comp("x", "2"))])
+            .await
+            .unwrap();
+        assert_eq!(g, BTreeMap::from([("a".into(), 2), ("b".into(), 1)]));
+        // A failing change writes nothing.
+        let err = store
+            .write_placement(&[up("a", comp("z", "1")), up("nope", comp("w", "1"))])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::UnknownHypervisor(_)));
+        assert_eq!(store.list_components().await.unwrap().len(), 2);
+
+        assert!(matches!(
+            store.remove_hypervisor("b").await.unwrap_err(),
+            StoreError::HypervisorNotEmpty { .. }
+        ));
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.epoch(), epoch);
+        let hvs = store.list_hypervisors().await.unwrap();
+        assert_eq!(
+            hvs.iter()
+                .map(|h| (h.name.as_str(), h.generation))
+                .collect::<Vec<_>>(),
+            [("a", 2), ("b", 1)]
+        );
+        let comps = store.list_components().await.unwrap();
+        assert_eq!(comps[0], ("b".to_string(), comp("x", "2")));
+        assert_eq!(store.bump_generation("a", 7).await.unwrap(), 8);
+    }
+
+    #[tokio::test]
+    async fn registration_keeps_operator_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        store.register_hypervisor(&reg("a")).await.unwrap();
+        store.set_cordoned("a", true).await.unwrap();
+        store
+            .set_labels("a", &BTreeMap::from([("zone".into(), "z1".into())]))
+            .await
+            .unwrap();
+        let mut r = reg("a");
+        r.address = "10.0.0.9".into();
+        let rec = store.register_hypervisor(&r).await.unwrap();
+        assert!(rec.cordoned);
+        assert_eq!(rec.address, "10.0.0.9");
+        assert_eq!(rec.labels.get("zone").map(String::as_str), Some("z1"));
+        assert!(matches!(
+            store.set_cordoned("zz", true).await.unwrap_err(),
+            StoreError::UnknownHypervisor(_)
+        ));
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("newer coordinator"), "{err}");
+    }
+}

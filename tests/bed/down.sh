@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Stops what up.sh started: agents, coordinator, containerd instances with
+# every container, network namespaces, and the bed directory.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
+export OI_BED_DIR=$BED_DIR
+
+stop_pid() {
+  local f=$1 pid
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+for f in "$BED_DIR"/agents/*/pid; do stop_pid "$f"; done
+stop_pid "$BED_DIR/coordinator/pid"
+"$HERE/containerd.sh" teardown
+echo "down: nothing of the bed is left"

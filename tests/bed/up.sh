@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Local bring-up: a coordinator with its embedded store and three
+# hypervisors (two private, one public), each an oi-agent driving its own
+# containerd in its own network namespace. Needs root. Stop with down.sh.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
+PROFILE=${OI_PROFILE:-debug}
+COORD_ADDR=10.213.0.1
+COORD_PORT=${OI_COORDINATOR_PORT:-7443}
+METRICS=127.0.0.1:${OI_METRICS_PORT:-9441}
+export OI_BED_DIR=$BED_DIR
+
+die() { echo "up.sh: error: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root: containerd and network namespaces need it"
+
+"$ROOT/tests/setup.sh"
+
+echo "==> building oi-coordinator and oi-agent ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  (cd "$ROOT" && cargo build --release --quiet -p oi-coordinator -p oi-agent)
+else
+  (cd "$ROOT" && cargo build --quiet -p oi-coordinator -p oi-agent)
+fi
+BIN="$ROOT/target/$PROFILE"
+
+# name role address
+HYPERVISORS=(
+  "hv-private-1 private 10.213.0.11"
+  "hv-private-2 private 10.213.0.12"
+  "hv-public-1 public 10.213.0.13"
+)
+
+echo "==> starting containerd instances"
+for hv in "${HYPERVISORS[@]}"; do
+  read -r name _ addr <<<"$hv"
+  if "$HERE/containerd.sh" status "$name" 2>/dev/null | grep -q running; then
+    continue
+  fi
+  "$HERE/containerd.sh" start "$name" --netns --addr "$addr/24" >/dev/null
+done
+
+COORD_DIR=$BED_DIR/coordinator
+mkdir -p "$COORD_DIR"
+if ! { [ -f "$COORD_DIR/pid" ] && kill -0 "$(cat "$COORD_DIR/pid")" 2>/dev/null; }; then
+  echo "==> starting oi-coordinator on udp $COORD_ADDR:$COORD_PORT"
+  cat >"$COORD_DIR/config.toml" <<TOML
+data_dir = "$COORD_DIR/data"
+listen = "0.0.0.0:$COORD_PORT"
+metrics_listen = "$METRICS"
+server_names = ["$COORD_ADDR", "localhost", "127.0.0.1"]
+TOML
+  setsid "$BIN/oi-coordinator" --config "$COORD_DIR/config.toml" serve \
+    >"$COORD_DIR/log" 2>&1 </dev/null &
+  echo $! >"$COORD_DIR/pid"
+fi
+
+for _ in $(seq 100); do
+  curl -fsS "http://$METRICS/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://$METRICS/healthz" >/dev/null || die "coordinator did not start; see $COORD_DIR/log"
+
+echo "==> starting agents"
+for hv in "${HYPERVISORS[@]}"; do
+  read -r name role addr <<<"$hv"
+  dir=$BED_DIR/agents/$name
+  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+    continue
+  fi
+  mkdir -p "$dir"
+  [ -f "$dir/pki/agent.key" ] ||
+    "$BIN/oi-coordinator" --config "$COORD_DIR/config.toml" issue-agent-cert \
+      --name "$name" --out "$dir/pki" >/dev/null
+  cat >"$dir/config.toml" <<TOML
+name = "$name"
+role = "$role"
+coordinator = "$COORD_ADDR:$COORD_PORT"
+server_name = "$COORD_ADDR"
+address = "$addr"
+port_range = "30000-30999"
+pki_dir = "$dir/pki"
+state_dir = "$dir/state"
+cri_socket = "$("$HERE/containerd.sh" sock "$name")"
+TOML
+  setsid nsenter --net="/run/netns/oi-$name" "$BIN/oi-agent" --config "$dir/config.toml" \
+    >"$dir/log" 2>&1 </dev/null &
+  echo $! >"$dir/pid"
+done
+
+echo "==> waiting for the agents to connect"
+want=${#HYPERVISORS[@]}
+for _ in $(seq 300); do
+  n=$(curl -fsS "http://$METRICS/metrics" | awk '/^oi_coordinator_connected_agents /{print $2}')
+  [ "${n:-0}" = "$want" ] && break
+  sleep 0.1
+done
+[ "${n:-0}" = "$want" ] || die "only ${n:-0} of $want agents connected; see $BED_DIR/agents/*/log"
+
+cat <<TXT
+
+oneinfra is up:
+  coordinator  udp $COORD_ADDR:$COORD_PORT, state in $COORD_DIR/data, log $COORD_DIR/log
+  metrics      curl http://$METRICS/metrics
+  hypervisors  $(for hv in "${HYPERVISORS[@]}"; do read -r n r a <<<"$hv"; printf '%s (%s, %s)  ' "$n" "$r" "$a"; done)
+  agent logs   $BED_DIR/agents/*/log
+  stop         bash tests/bed/down.sh
+TXT
