@@ -176,7 +176,7 @@ impl Bed {
         let runtime = CriRuntime::connect(&socket(), &self.state_dir())
             .await
             .unwrap();
-        oi_agent::agent::start(
+        let mut handle = oi_agent::agent::start(
             AgentOptions {
                 link,
                 resync: Duration::from_secs(1),
@@ -184,7 +184,13 @@ impl Bed {
             Arc::new(runtime),
         )
         .await
-        .unwrap()
+        .unwrap();
+        wait_for(&mut handle.link, "agent connected", |s| {
+            matches!(s, oi_agent::link::LinkStatus::Connected { .. })
+        })
+        .await;
+        eventually("hv-real registered", || c.hypervisor("hv-real").is_some()).await;
+        handle
     }
 
     async fn cleanup(self, agent: Option<AgentHandle>) {
