@@ -1,12 +1,14 @@
 //! The oneinfra coordinator: holds desired state and streams each
 //! hypervisor's placement to its agent over mutually authenticated QUIC.
 
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod http;
 pub mod index;
 pub mod link;
 pub mod metrics;
+pub mod ops;
 pub mod pki;
 pub mod store;
 

@@ -20,6 +20,13 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/oneinfra.link.v1.rs"));
 }
 
+/// Generated types and gRPC stubs of the administrative API
+/// (`oneinfra.api.v1`). They stay in the API server and the CLI.
+#[allow(clippy::all, missing_docs)]
+pub mod api {
+    include!(concat!(env!("OUT_DIR"), "/oneinfra.api.v1.rs"));
+}
+
 /// The link protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
