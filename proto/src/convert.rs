@@ -209,6 +209,7 @@ impl From<m::Container> for pb::Container {
                 memory_bytes: c.resources.memory_bytes,
             }),
             probe: c.probe.map(Into::into),
+            run_as_user: c.run_as_user,
         }
     }
 }
@@ -291,6 +292,7 @@ impl TryFrom<pb::Container> for m::Container {
                 memory_bytes: r.memory_bytes,
             },
             probe: c.probe.map(TryInto::try_into).transpose()?,
+            run_as_user: c.run_as_user,
         })
     }
 }

@@ -174,6 +174,9 @@ pub struct Container {
     pub resources: Resources,
     #[serde(default)]
     pub probe: Option<Probe>,
+    /// Numeric user the container runs as; `None`: the image's user.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

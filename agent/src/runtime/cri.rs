@@ -265,6 +265,7 @@ impl CriRuntime {
                 }),
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(host_network()),
+                    run_as_user: k.run_as_user.map(|value| cri::Int64Value { value }),
                     ..Default::default()
                 }),
             }),
