@@ -24,6 +24,12 @@ pub struct RawConfig {
     pub server_names: Vec<String>,
     /// How often agents send heartbeats. Default 10.
     pub heartbeat_interval_secs: Option<u64>,
+    /// Key-encryption key sealing the store's secrets (0600). Default
+    /// `<data_dir>/kek`, created with a new store. Back it up with the store.
+    pub kek_file: Option<PathBuf>,
+    /// Registry and path for every control-plane image (air-gapped or
+    /// side-loaded images), e.g. `registry.example.com/k8s`.
+    pub image_repository: Option<String>,
 }
 
 /// Validated configuration.
@@ -36,6 +42,8 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How long a new connection may take to send its hello.
     pub handshake_timeout: Duration,
+    pub kek_file: PathBuf,
+    pub image_repository: Option<String>,
 }
 
 impl RawConfig {
@@ -71,10 +79,25 @@ impl RawConfig {
         if !(1..=300).contains(&hb) {
             bail!("heartbeat_interval_secs = {hb} is out of range: use 1 to 300");
         }
+        if let Some(repo) = &self.image_repository {
+            let ok = !repo.is_empty()
+                && !repo.ends_with('/')
+                && !repo.contains(':')
+                && !repo.contains(char::is_whitespace);
+            if !ok {
+                bail!(
+                    "image_repository = {repo:?} is not a repository prefix: write it like \
+                     registry.example.com/k8s (no tag, no trailing '/')"
+                );
+            }
+        }
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/oneinfra/coordinator"));
         Ok(Config {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/oneinfra/coordinator")),
+            kek_file: self.kek_file.unwrap_or_else(|| data_dir.join("kek")),
+            image_repository: self.image_repository,
+            data_dir,
             listen,
             metrics_listen,
             server_names,
@@ -94,6 +117,8 @@ impl Config {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             heartbeat_interval: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
+            kek_file: data_dir.join("kek"),
+            image_repository: None,
         }
     }
 
@@ -117,6 +142,7 @@ mod tests {
             ("listen = \"nope\"", "listen"),
             ("heartbeat_interval_secs = 0", "heartbeat_interval_secs"),
             ("server_names = [\"a b\"]", "server_names"),
+            ("image_repository = \"x/\"", "image_repository"),
         ];
         for (text, needle) in bad {
             let raw: RawConfig = toml::from_str(text).unwrap();

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::index::{HypervisorView, Index};
 use crate::metrics::Metrics;
 use crate::pki::{IssuedCert, LinkCa};
+use crate::seal::Sealer;
 use crate::store::{PlacementChange, SqliteStore, Store, StoreError};
 use anyhow::{Context, Result};
 use oi_proto::model::Component;
@@ -81,7 +82,10 @@ impl Coordinator {
     pub async fn start(config: Config) -> Result<Running> {
         oi_proto::fsutil::create_private_dir(&config.data_dir)?;
         let path = config.store_path();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+        // A new store gets a new key; an existing one needs its key back.
+        let sealer = Sealer::load_or_create(&config.kek_file, !path.exists())
+            .context("load key-encryption key")?;
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, sealer))
             .await
             .context("join store open")?
             .context("open store")?;

@@ -10,6 +10,7 @@ pub mod link;
 pub mod metrics;
 pub mod ops;
 pub mod pki;
+pub mod seal;
 pub mod store;
 
 /// Resolves once a shutdown flag flips to true (or its sender is gone).

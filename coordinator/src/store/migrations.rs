@@ -35,6 +35,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX components_by_hypervisor ON components(hypervisor);
     CREATE INDEX components_by_cluster ON components(cluster);
     "#,
+    // 2: managed clusters. `secrets` is sealed with the key-encryption key.
+    r#"
+    CREATE TABLE clusters (
+        name            TEXT PRIMARY KEY,
+        spec            TEXT NOT NULL,
+        secrets         BLOB NOT NULL,
+        allocation      TEXT,
+        pending_reason  TEXT NOT NULL DEFAULT '',
+        created_unix_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;

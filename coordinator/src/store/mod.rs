@@ -5,6 +5,7 @@
 //! Every method returns only after the write is durable: an acknowledged
 //! write survives `kill -9` and power loss.
 
+use crate::cluster::model::{Allocation, ClusterSpec};
 use async_trait::async_trait;
 use oi_proto::model::{Component, PortRange, Role};
 use std::collections::BTreeMap;
@@ -27,6 +28,12 @@ pub enum StoreError {
          run a newer coordinator"
     )]
     SchemaTooNew { found: u32, supported: u32 },
+    #[error("cluster {0:?} already exists")]
+    ClusterExists(String),
+    #[error("unknown cluster {0:?}")]
+    UnknownCluster(String),
+    #[error("cannot decrypt a record of the store: {0}")]
+    Sealed(#[from] crate::seal::SealError),
     #[error("corrupt record in store: {0}")]
     Corrupt(String),
     #[error("store backend: {0}")]
@@ -79,6 +86,30 @@ pub enum PlacementChange {
     Remove { component_id: String },
 }
 
+/// A managed cluster as stored. `secrets` is opaque to the store (the
+/// cluster's PKI, serialized by its owner) and sealed at rest.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterRecord {
+    pub spec: ClusterSpec,
+    pub secrets: Vec<u8>,
+    /// Where its pieces run; `None` while it could not be placed.
+    pub allocation: Option<Allocation>,
+    /// Why it is not placed (empty when placed).
+    pub pending_reason: String,
+    pub created_unix_ms: u64,
+}
+
+impl std::fmt::Debug for ClusterRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterRecord")
+            .field("spec", &self.spec)
+            .field("secrets", &format_args!("<{} bytes>", self.secrets.len()))
+            .field("allocation", &self.allocation)
+            .field("pending_reason", &self.pending_reason)
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// A random id fixed when the store was created. Placement cursors carry
@@ -117,6 +148,29 @@ pub trait Store: Send + Sync + 'static {
     /// generation of each of them. Nothing is written if any change fails.
     async fn write_placement(
         &self,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    async fn list_clusters(&self) -> Result<Vec<ClusterRecord>, StoreError>;
+
+    async fn get_cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError>;
+
+    /// Writes a cluster record and placement changes in one transaction.
+    /// With `create`, an existing cluster of that name is refused
+    /// ([`StoreError::ClusterExists`]); otherwise it must exist. Returns the
+    /// new generations like [`Store::write_placement`].
+    async fn put_cluster(
+        &self,
+        record: &ClusterRecord,
+        create: bool,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Deletes a cluster record and applies `changes` (its components'
+    /// removal) in one transaction.
+    async fn delete_cluster(
+        &self,
+        name: &str,
         changes: &[PlacementChange],
     ) -> Result<BTreeMap<String, u64>, StoreError>;
 

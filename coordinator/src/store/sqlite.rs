@@ -3,7 +3,10 @@
 //! on the blocking pool; one connection, serialized by a mutex.
 
 use super::migrations;
-use super::{HypervisorRecord, HypervisorRegistration, PlacementChange, Store, StoreError};
+use super::{
+    ClusterRecord, HypervisorRecord, HypervisorRegistration, PlacementChange, Store, StoreError,
+};
+use crate::seal::Sealer;
 use async_trait::async_trait;
 use oi_proto::model::{Component, PortRange, Role};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -14,11 +17,13 @@ use std::sync::{Arc, Mutex};
 pub struct SqliteStore {
     epoch: String,
     conn: Arc<Mutex<Connection>>,
+    sealer: Arc<Sealer>,
 }
 
 impl SqliteStore {
     /// Opens (or creates) the store at `path` and migrates its schema.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Secrets (component specs, cluster PKI) are sealed with `sealer`.
+    pub fn open(path: &Path, sealer: Sealer) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -50,6 +55,7 @@ impl SqliteStore {
         Ok(Self {
             epoch,
             conn: Arc::new(Mutex::new(conn)),
+            sealer: Arc::new(sealer),
         })
     }
 
@@ -57,12 +63,13 @@ impl SqliteStore {
     pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection, &Sealer) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let sealer = self.sealer.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
+            f(&mut guard, &sealer)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
@@ -111,19 +118,24 @@ fn get_hv(conn: &Connection, name: &str) -> Result<Option<HypervisorRecord>, Sto
         .transpose()
 }
 
-pub(crate) fn decode_component(id: &str, spec: &[u8]) -> Result<Component, StoreError> {
-    serde_json::from_slice(spec).map_err(|e| StoreError::Corrupt(format!("component {id}: {e}")))
+/// Component specs carry key files: they are sealed, bound to their id.
+fn decode_component(sealer: &Sealer, id: &str, spec: &[u8]) -> Result<Component, StoreError> {
+    let plain = sealer.open(&format!("component/{id}"), spec)?;
+    serde_json::from_slice(&plain).map_err(|e| StoreError::Corrupt(format!("component {id}: {e}")))
 }
 
-pub(crate) fn encode_component(c: &Component) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(c).map_err(|e| StoreError::Backend(format!("encode component: {e}")))
+fn encode_component(sealer: &Sealer, c: &Component) -> Result<Vec<u8>, StoreError> {
+    let plain =
+        serde_json::to_vec(c).map_err(|e| StoreError::Backend(format!("encode component: {e}")))?;
+    Ok(sealer.seal(&format!("component/{}", c.id), &plain))
 }
 
 /// Applies placement changes inside `tx`; returns the hypervisors whose
 /// placement changed. Shared with other writers that change placement in
 /// the same transaction as their own records.
-pub(crate) fn apply_placement(
+fn apply_placement(
     tx: &rusqlite::Transaction<'_>,
+    sealer: &Sealer,
     changes: &[PlacementChange],
 ) -> Result<BTreeMap<String, u64>, StoreError> {
     let mut changed: BTreeSet<String> = BTreeSet::new();
@@ -136,7 +148,6 @@ pub(crate) fn apply_placement(
                 if get_hv(tx, hypervisor)?.is_none() {
                     return Err(StoreError::UnknownHypervisor(hypervisor.clone()));
                 }
-                let spec = encode_component(component)?;
                 let existing: Option<(String, Vec<u8>)> = tx
                     .query_row(
                         "SELECT hypervisor, spec FROM components WHERE id = ?1",
@@ -144,13 +155,16 @@ pub(crate) fn apply_placement(
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
-                match existing {
-                    Some((hv, old)) if &hv == hypervisor && old == spec => continue,
-                    Some((hv, _)) => {
-                        changed.insert(hv);
+                if let Some((hv, old)) = existing {
+                    // Sealing is randomized: compare what is sealed.
+                    if &hv == hypervisor
+                        && decode_component(sealer, &component.id, &old)? == *component
+                    {
+                        continue;
                     }
-                    None => {}
+                    changed.insert(hv);
                 }
+                let spec = encode_component(sealer, component)?;
                 tx.execute(
                     "INSERT INTO components (id, hypervisor, cluster, spec) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(id) DO UPDATE SET hypervisor = excluded.hypervisor,
@@ -189,6 +203,50 @@ pub(crate) fn apply_placement(
     Ok(generations)
 }
 
+const CLUSTER_COLUMNS: &str = "name, spec, secrets, allocation, pending_reason, created_unix_ms";
+
+type ClusterRow = (String, String, Vec<u8>, Option<String>, String, i64);
+
+fn cluster_row(r: &Row<'_>) -> rusqlite::Result<ClusterRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn decode_cluster(sealer: &Sealer, row: ClusterRow) -> Result<ClusterRecord, StoreError> {
+    let (name, spec, secrets, allocation, pending_reason, created) = row;
+    let corrupt = |what: &str, e: serde_json::Error| {
+        StoreError::Corrupt(format!("cluster {name} {what}: {e}"))
+    };
+    Ok(ClusterRecord {
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("spec", e))?,
+        secrets: sealer.open(&format!("cluster/{name}"), &secrets)?,
+        allocation: allocation
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| corrupt("allocation", e))?,
+        pending_reason,
+        created_unix_ms: created as u64,
+    })
+}
+
+fn get_cluster(
+    conn: &Connection,
+    sealer: &Sealer,
+    name: &str,
+) -> Result<Option<ClusterRecord>, StoreError> {
+    let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = ?1");
+    conn.query_row(&sql, params![name], cluster_row)
+        .optional()?
+        .map(|row| decode_cluster(sealer, row))
+        .transpose()
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn epoch(&self) -> &str {
@@ -196,7 +254,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_hypervisors(&self) -> Result<Vec<HypervisorRecord>, StoreError> {
-        self.with(|conn| {
+        self.with(|conn, _| {
             let sql = format!("SELECT {HV_COLUMNS} FROM hypervisors ORDER BY name");
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map([], hv_from_row)?;
@@ -208,7 +266,7 @@ impl Store for SqliteStore {
 
     async fn get_hypervisor(&self, name: &str) -> Result<Option<HypervisorRecord>, StoreError> {
         let name = name.to_string();
-        self.with(move |conn| get_hv(conn, &name)).await
+        self.with(move |conn, _| get_hv(conn, &name)).await
     }
 
     async fn register_hypervisor(
@@ -216,7 +274,7 @@ impl Store for SqliteStore {
         reg: &HypervisorRegistration,
     ) -> Result<HypervisorRecord, StoreError> {
         let reg = reg.clone();
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             let tx = conn.transaction()?;
             tx.execute(
                 "INSERT INTO hypervisors (name, role, address, port_first, port_last, cpu_millis, memory_bytes)
@@ -244,7 +302,7 @@ impl Store for SqliteStore {
 
     async fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             let n = conn.execute(
                 "UPDATE hypervisors SET cordoned = ?2 WHERE name = ?1",
                 params![name, cordoned],
@@ -265,7 +323,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let labels = serde_json::to_string(labels)
             .map_err(|e| StoreError::Backend(format!("encode labels: {e}")))?;
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             let n = conn.execute(
                 "UPDATE hypervisors SET labels = ?2 WHERE name = ?1",
                 params![name, labels],
@@ -280,7 +338,7 @@ impl Store for SqliteStore {
 
     async fn touch_last_seen(&self, name: &str, unix_ms: u64) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             conn.execute(
                 "UPDATE hypervisors SET last_seen_unix_ms = ?2 WHERE name = ?1",
                 params![name, unix_ms as i64],
@@ -292,7 +350,7 @@ impl Store for SqliteStore {
 
     async fn remove_hypervisor(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             let tx = conn.transaction()?;
             let count: i64 = tx.query_row(
                 "SELECT COUNT(*) FROM components WHERE hypervisor = ?1",
@@ -316,7 +374,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_components(&self) -> Result<Vec<(String, Component)>, StoreError> {
-        self.with(|conn| {
+        self.with(|conn, sealer| {
             let mut stmt =
                 conn.prepare("SELECT id, hypervisor, spec FROM components ORDER BY id")?;
             let rows = stmt.query_map([], |r| {
@@ -329,7 +387,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (id, hv, spec) = row?;
-                out.push((hv, decode_component(&id, &spec)?));
+                out.push((hv, decode_component(sealer, &id, &spec)?));
             }
             Ok(out)
         })
@@ -341,9 +399,96 @@ impl Store for SqliteStore {
         changes: &[PlacementChange],
     ) -> Result<BTreeMap<String, u64>, StoreError> {
         let changes = changes.to_vec();
-        self.with(move |conn| {
+        self.with(move |conn, sealer| {
             let tx = conn.transaction()?;
-            let generations = apply_placement(&tx, &changes)?;
+            let generations = apply_placement(&tx, sealer, &changes)?;
+            tx.commit()?;
+            Ok(generations)
+        })
+        .await
+    }
+
+    async fn list_clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.with(|conn, sealer| {
+            let sql = format!("SELECT {CLUSTER_COLUMNS} FROM clusters ORDER BY name");
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], cluster_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(decode_cluster(sealer, row?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn, sealer| get_cluster(conn, sealer, &name))
+            .await
+    }
+
+    async fn put_cluster(
+        &self,
+        record: &ClusterRecord,
+        create: bool,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let record = record.clone();
+        let changes = changes.to_vec();
+        self.with(move |conn, sealer| {
+            let tx = conn.transaction()?;
+            let name = record.spec.name.clone();
+            let exists = get_cluster(&tx, sealer, &name)?.is_some();
+            match (create, exists) {
+                (true, true) => return Err(StoreError::ClusterExists(name)),
+                (false, false) => return Err(StoreError::UnknownCluster(name)),
+                _ => {}
+            }
+            let spec = serde_json::to_string(&record.spec)
+                .map_err(|e| StoreError::Backend(format!("encode cluster spec: {e}")))?;
+            let allocation = record
+                .allocation
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Backend(format!("encode allocation: {e}")))?;
+            let secrets = sealer.seal(&format!("cluster/{name}"), &record.secrets);
+            tx.execute(
+                "INSERT INTO clusters (name, spec, secrets, allocation, pending_reason, created_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, secrets = excluded.secrets,
+                    allocation = excluded.allocation, pending_reason = excluded.pending_reason",
+                params![
+                    name,
+                    spec,
+                    secrets,
+                    allocation,
+                    record.pending_reason,
+                    record.created_unix_ms as i64
+                ],
+            )?;
+            let generations = apply_placement(&tx, sealer, &changes)?;
+            tx.commit()?;
+            Ok(generations)
+        })
+        .await
+    }
+
+    async fn delete_cluster(
+        &self,
+        name: &str,
+        changes: &[PlacementChange],
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let name = name.to_string();
+        let changes = changes.to_vec();
+        self.with(move |conn, sealer| {
+            let tx = conn.transaction()?;
+            let n = tx.execute("DELETE FROM clusters WHERE name = ?1", params![name])?;
+            if n == 0 {
+                return Err(StoreError::UnknownCluster(name));
+            }
+            let generations = apply_placement(&tx, sealer, &changes)?;
             tx.commit()?;
             Ok(generations)
         })
@@ -352,7 +497,7 @@ impl Store for SqliteStore {
 
     async fn bump_generation(&self, name: &str, at_least: u64) -> Result<u64, StoreError> {
         let name = name.to_string();
-        self.with(move |conn| {
+        self.with(move |conn, _| {
             let generation: Option<i64> = conn
                 .query_row(
                     "UPDATE hypervisors SET generation = MAX(generation, ?2) + 1 WHERE name = ?1
@@ -373,6 +518,11 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use oi_proto::model::{Container, PodSpec};
+
+    /// One key for the whole test, so a reopened store can read its data.
+    fn sealer() -> Sealer {
+        Sealer::from_key(&[7; 32])
+    }
 
     fn reg(name: &str) -> HypervisorRegistration {
         HypervisorRegistration {
@@ -411,7 +561,7 @@ mod tests {
     async fn generations_bump_once_per_changed_hypervisor_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, sealer()).unwrap();
         let epoch = store.epoch().to_string();
         store.register_hypervisor(&reg("a")).await.unwrap();
         store.register_hypervisor(&reg("b")).await.unwrap();
@@ -446,7 +596,7 @@ mod tests {
             StoreError::HypervisorNotEmpty { .. }
         ));
         drop(store);
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path, sealer()).unwrap();
         assert_eq!(store.epoch(), epoch);
         let hvs = store.list_hypervisors().await.unwrap();
         assert_eq!(
@@ -463,7 +613,7 @@ mod tests {
     #[tokio::test]
     async fn registration_keeps_operator_fields() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), sealer()).unwrap();
         store.register_hypervisor(&reg("a")).await.unwrap();
         store.set_cordoned("a", true).await.unwrap();
         store
@@ -482,15 +632,84 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn clusters_are_written_with_their_placement_and_sealed_at_rest() {
+        use crate::cluster::model::ClusterSpec;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = SqliteStore::open(&path, sealer()).unwrap();
+        store.register_hypervisor(&reg("a")).await.unwrap();
+        let mut c = comp("c1/etcd-0", "1");
+        c.pod.files.push(oi_proto::model::File {
+            path: "pki/key.pem".into(),
+            mode: 0o600,
+            content: b"-----BEGIN PRIVATE KEY----- component".to_vec(),
+        });
+        let rec = ClusterRecord {
+            spec: ClusterSpec::new("c1", "1.20.2", 1),
+            secrets: b"-----BEGIN PRIVATE KEY----- ca".to_vec(),
+            allocation: None,
+            pending_reason: "no room".into(),
+            created_unix_ms: 5,
+        };
+        let g = store
+            .put_cluster(&rec, true, &[up("a", c.clone())])
+            .await
+            .unwrap();
+        assert_eq!(g, BTreeMap::from([("a".into(), 1)]));
+        assert!(matches!(
+            store.put_cluster(&rec, true, &[]).await.unwrap_err(),
+            StoreError::ClusterExists(_)
+        ));
+        // A failing placement change leaves the cluster record untouched.
+        let mut changed = rec.clone();
+        changed.pending_reason = String::new();
+        assert!(store
+            .put_cluster(&changed, false, &[up("nope", comp("w", "1"))])
+            .await
+            .is_err());
+        assert_eq!(store.get_cluster("c1").await.unwrap(), Some(rec.clone()));
+        assert_eq!(
+            store.list_components().await.unwrap(),
+            vec![("a".to_string(), c)]
+        );
+        drop(store);
+
+        // Nothing secret is readable in the file (WAL included).
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(!bytes.windows(11).any(|w| w == b"PRIVATE KEY"));
+        }
+        // Another key cannot read it.
+        let other = SqliteStore::open(&path, Sealer::from_key(&[8; 32])).unwrap();
+        assert!(matches!(
+            other.get_cluster("c1").await.unwrap_err(),
+            StoreError::Sealed(_)
+        ));
+        let store = SqliteStore::open(&path, sealer()).unwrap();
+        let g = store
+            .delete_cluster(
+                "c1",
+                &[PlacementChange::Remove {
+                    component_id: "c1/etcd-0".into(),
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(g, BTreeMap::from([("a".into(), 2)]));
+        assert!(store.list_clusters().await.unwrap().is_empty());
+        assert!(store.list_components().await.unwrap().is_empty());
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path, sealer()).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        let err = SqliteStore::open(&path).err().unwrap();
+        let err = SqliteStore::open(&path, sealer()).err().unwrap();
         assert!(err.to_string().contains("newer coordinator"), "{err}");
     }
 }
