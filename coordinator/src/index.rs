@@ -6,6 +6,7 @@
 //! The index is rebuilt from the store on start and updated only after the
 //! store has committed, so it never runs ahead of durable state.
 
+use crate::cluster::status::PlacedComponent;
 use crate::store::{HypervisorRecord, PlacementChange};
 use oi_proto::model::{Component, Placement, StatusReport};
 use std::collections::{BTreeMap, HashMap};
@@ -267,6 +268,55 @@ impl Index {
 
     pub fn views(&self) -> Vec<HypervisorView> {
         self.lock().hypervisors.values().map(view).collect()
+    }
+
+    /// Placed components (of one cluster, or all), each with what its agent
+    /// last reported, ordered by id.
+    pub fn placed(&self, cluster: Option<&str>) -> Vec<PlacedComponent> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (name, e) in &inner.hypervisors {
+            let placement = e.placement.borrow();
+            let connected = matches!(e.link, LinkState::Connected { .. });
+            for c in placement.components.values() {
+                if cluster.is_some_and(|want| c.cluster != want) {
+                    continue;
+                }
+                out.push(PlacedComponent {
+                    id: c.id.clone(),
+                    cluster: c.cluster.clone(),
+                    hypervisor: name.clone(),
+                    spec_hash: c.spec_hash(),
+                    connected,
+                    observed: e
+                        .observed
+                        .as_ref()
+                        .and_then(|o| o.components.iter().find(|s| s.id == c.id).cloned()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Ids of every component of `cluster`.
+    pub fn component_ids(&self, cluster: &str) -> Vec<String> {
+        let inner = self.lock();
+        let mut out: Vec<String> = inner
+            .hypervisors
+            .values()
+            .flat_map(|e| {
+                e.placement
+                    .borrow()
+                    .components
+                    .values()
+                    .filter(|c| c.cluster == cluster)
+                    .map(|c| c.id.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Open connections, to close them on shutdown.

@@ -1,0 +1,278 @@
+//! A cluster's status as a pure function of what is placed (intent) and
+//! what the agents last reported (observed). A component on a hypervisor
+//! whose agent is disconnected is `unknown`, not assumed running.
+
+use crate::cluster::model::Allocation;
+use crate::ops::{ClusterPhase, ClusterStatus, ComponentView, Condition};
+use oi_proto::model::{ComponentStatus, Phase};
+
+/// One placed component of the cluster and what is known of it.
+#[derive(Clone, Debug)]
+pub struct PlacedComponent {
+    pub id: String,
+    /// The owning cluster; empty for none.
+    pub cluster: String,
+    pub hypervisor: String,
+    pub spec_hash: String,
+    /// Whether the hypervisor's agent is linked now.
+    pub connected: bool,
+    /// The agent's last report for this component, if any.
+    pub observed: Option<ComponentStatus>,
+}
+
+/// The id of the ingress component of `cluster`.
+pub fn ingress_id(cluster: &str) -> String {
+    format!("{cluster}/ingress")
+}
+
+pub fn component_view(p: &PlacedComponent) -> ComponentView {
+    let mut v = ComponentView {
+        id: p.id.clone(),
+        cluster: p.cluster.clone(),
+        hypervisor: p.hypervisor.clone(),
+        phase: Phase::Unknown,
+        ready: false,
+        restarts: 0,
+        reason: String::new(),
+        message: String::new(),
+    };
+    if !p.connected {
+        v.reason = "HypervisorDisconnected".into();
+        v.message = format!("the agent of {} is not connected", p.hypervisor);
+        return v;
+    }
+    match &p.observed {
+        None => {
+            v.phase = Phase::Pending;
+            v.reason = "NotReported".into();
+            v.message = "the agent has not reported this component yet".into();
+        }
+        Some(o) => {
+            v.restarts = o.containers.iter().map(|c| c.restart_count).sum();
+            if o.spec_hash != p.spec_hash {
+                v.phase = Phase::Pending;
+                v.reason = "Updating".into();
+                v.message = "the agent has not applied the current spec yet".into();
+            } else {
+                v.phase = o.phase;
+                v.ready = o.ready;
+                v.reason = o.reason.clone();
+                v.message = o.message.clone();
+            }
+        }
+    }
+    v
+}
+
+fn short(cluster: &str, id: &str) -> String {
+    id.strip_prefix(cluster)
+        .and_then(|s| s.strip_prefix('/'))
+        .unwrap_or(id)
+        .to_string()
+}
+
+pub fn compute(
+    cluster: &str,
+    allocation: Option<&Allocation>,
+    pending_reason: &str,
+    placed: &[PlacedComponent],
+    ever_ready: bool,
+) -> ClusterStatus {
+    let components: Vec<ComponentView> = placed.iter().map(component_view).collect();
+    let mut conditions = Vec::new();
+    let Some(allocation) = allocation else {
+        conditions.push(Condition {
+            kind: "Scheduled".into(),
+            status: false,
+            reason: "Unschedulable".into(),
+            message: pending_reason.to_string(),
+        });
+        return ClusterStatus {
+            phase: ClusterPhase::Pending,
+            endpoint: String::new(),
+            conditions,
+            components,
+        };
+    };
+    conditions.push(Condition {
+        kind: "Scheduled".into(),
+        status: true,
+        reason: "Placed".into(),
+        message: format!(
+            "{} control-plane replica(s) on {}; ingress on {}",
+            allocation.replicas.len(),
+            allocation
+                .replicas
+                .iter()
+                .map(|r| r.hypervisor.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            allocation.ingress.hypervisor
+        ),
+    });
+    let not_running: Vec<String> = components
+        .iter()
+        .filter(|c| c.phase != Phase::Running)
+        .map(|c| {
+            let mut s = format!(
+                "{} on {}: {}",
+                short(cluster, &c.id),
+                c.hypervisor,
+                c.phase.as_str()
+            );
+            if !c.reason.is_empty() {
+                s.push_str(&format!(" ({})", c.reason));
+            }
+            if !c.message.is_empty() {
+                s.push_str(&format!(": {}", c.message));
+            }
+            s
+        })
+        .collect();
+    let running = not_running.is_empty() && !components.is_empty();
+    conditions.push(Condition {
+        kind: "ComponentsRunning".into(),
+        status: running,
+        reason: if running {
+            "AllRunning"
+        } else {
+            "ComponentsNotRunning"
+        }
+        .into(),
+        message: if running {
+            format!("{} components running", components.len())
+        } else {
+            let more = not_running.len().saturating_sub(3);
+            let mut m = not_running
+                .into_iter()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if more > 0 {
+                m.push_str(&format!("; and {more} more"));
+            }
+            m
+        },
+    });
+    let ingress = ingress_id(cluster);
+    let ready = components.iter().any(|c| c.id == ingress && c.ready);
+    conditions.push(Condition {
+        kind: "Ready".into(),
+        status: ready,
+        reason: if ready {
+            "APIReachable"
+        } else {
+            "APINotReachable"
+        }
+        .into(),
+        message: if ready {
+            format!(
+                "{}/readyz answers through the ingress",
+                allocation.endpoint()
+            )
+        } else {
+            "the API does not answer /readyz through the ingress yet".into()
+        },
+    });
+    let phase = match (ready, ever_ready) {
+        (true, _) => ClusterPhase::Ready,
+        (false, true) => ClusterPhase::Degraded,
+        (false, false) => ClusterPhase::Provisioning,
+    };
+    ClusterStatus {
+        phase,
+        endpoint: allocation.endpoint(),
+        conditions,
+        components,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::model::{IngressSlot, ReplicaPorts, ReplicaSlot};
+
+    fn alloc() -> Allocation {
+        Allocation {
+            replicas: vec![ReplicaSlot {
+                index: 0,
+                hypervisor: "hv-a".into(),
+                address: "10.0.0.1".into(),
+                ports: ReplicaPorts::from_slice(&[1, 2, 3, 4, 5, 6]).unwrap(),
+            }],
+            ingress: IngressSlot {
+                hypervisor: "hv-p".into(),
+                address: "10.0.0.9".into(),
+                port: 30000,
+            },
+        }
+    }
+
+    fn placed(
+        id: &str,
+        hv: &str,
+        connected: bool,
+        phase: Option<(Phase, bool)>,
+    ) -> PlacedComponent {
+        PlacedComponent {
+            id: id.into(),
+            cluster: "c".into(),
+            hypervisor: hv.into(),
+            spec_hash: "h".into(),
+            connected,
+            observed: phase.map(|(phase, ready)| ComponentStatus {
+                id: id.into(),
+                spec_hash: "h".into(),
+                phase,
+                ready,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn phases_and_conditions() {
+        let s = compute("c", None, "no private hypervisor with room", &[], false);
+        assert_eq!(s.phase, ClusterPhase::Pending);
+        assert_eq!(s.conditions[0].message, "no private hypervisor with room");
+
+        let a = alloc();
+        let comps = vec![
+            placed("c/etcd-0", "hv-a", true, Some((Phase::Running, true))),
+            placed("c/ingress", "hv-p", true, Some((Phase::Running, false))),
+        ];
+        let s = compute("c", Some(&a), "", &comps, false);
+        assert_eq!(s.phase, ClusterPhase::Provisioning);
+        assert_eq!(s.endpoint, "https://10.0.0.9:30000");
+        assert!(s.conditions[1].status);
+        assert!(!s.conditions[2].status);
+
+        let comps = vec![
+            placed("c/etcd-0", "hv-a", false, Some((Phase::Running, true))),
+            placed("c/ingress", "hv-p", true, Some((Phase::Running, true))),
+        ];
+        let s = compute("c", Some(&a), "", &comps, true);
+        assert_eq!(s.phase, ClusterPhase::Ready);
+        assert_eq!(
+            s.components[0].phase,
+            Phase::Unknown,
+            "disconnected is unknown"
+        );
+        assert!(s.conditions[1]
+            .message
+            .contains("etcd-0 on hv-a: unknown (HypervisorDisconnected)"));
+
+        let comps = vec![placed("c/ingress", "hv-p", true, None)];
+        let s = compute("c", Some(&a), "", &comps, true);
+        assert_eq!(s.phase, ClusterPhase::Degraded);
+        assert_eq!(s.components[0].reason, "NotReported");
+    }
+
+    #[test]
+    fn an_old_spec_is_not_reported_as_current() {
+        let mut p = placed("c/etcd-0", "hv-a", true, Some((Phase::Running, true)));
+        p.spec_hash = "new".into();
+        let v = component_view(&p);
+        assert_eq!((v.phase, v.reason.as_str()), (Phase::Pending, "Updating"));
+    }
+}

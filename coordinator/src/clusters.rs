@@ -1,0 +1,387 @@
+//! Cluster lifecycle on the coordinator: validate, generate the PKI,
+//! schedule, render, and store the cluster together with its components in
+//! one transaction; delete it the same way. A cluster that cannot be placed
+//! is stored as pending and retried by [`retry_pending`].
+//!
+//! The decisions are the pure functions of `crate::cluster` (validation,
+//! scheduling, rendering, status); this file is the shell around them.
+
+use crate::cluster::model::{Allocation, ClusterSpec};
+use crate::cluster::pki::{ClusterPki, ReplicaCerts};
+use crate::cluster::render::{self, RenderInput};
+use crate::cluster::schedule::{self, HypervisorInfo, Snapshot};
+use crate::cluster::status;
+use crate::coordinator::{Coordinator, Inner};
+use crate::index::LinkState;
+use crate::ops::{ClusterView, OpError};
+use crate::store::{ClusterRecord, PlacementChange, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a cluster keeps secret: its CAs and each replica's leaves. Stored
+/// sealed; `Debug` of its parts hides keys.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ClusterSecrets {
+    pub pki: ClusterPki,
+    pub replicas: BTreeMap<u32, ReplicaCerts>,
+}
+
+impl ClusterSecrets {
+    fn encode(&self) -> Result<Vec<u8>, OpError> {
+        serde_json::to_vec(self).map_err(|e| OpError::Internal(format!("encode cluster secrets: {e}")))
+    }
+
+    fn decode(name: &str, bytes: &[u8]) -> Result<Self, OpError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| OpError::Internal(format!("decode secrets of cluster {name}: {e}")))
+    }
+}
+
+pub(crate) fn store_err(e: StoreError) -> OpError {
+    match e {
+        StoreError::ClusterExists(n) => OpError::AlreadyExists(format!(
+            "cluster {n:?} already exists; pick another name or `oi cluster delete {n}` first"
+        )),
+        StoreError::UnknownCluster(n) => OpError::NotFound(format!(
+            "cluster {n:?} not found; `oi cluster list` shows the clusters"
+        )),
+        StoreError::UnknownHypervisor(n) => {
+            OpError::NotFound(format!("hypervisor {n:?} not found"))
+        }
+        other => OpError::Internal(other.to_string()),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Coordinator {
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The scheduler's view of the fleet, without `cluster`'s own components.
+    fn snapshot(&self, cluster: &str) -> Snapshot {
+        let views = self.inner.index.views();
+        let hypervisors = views
+            .iter()
+            .map(|v| HypervisorInfo {
+                name: v.record.name.clone(),
+                role: v.record.role,
+                address: v.record.address.clone(),
+                host_ports: v.record.host_ports,
+                cpu_millis: v.record.cpu_millis,
+                memory_bytes: v.record.memory_bytes,
+                cordoned: v.record.cordoned,
+                connected: matches!(v.link, LinkState::Connected { .. }),
+            })
+            .collect();
+        let placements: Vec<(String, &oi_proto::model::Placement)> = views
+            .iter()
+            .map(|v| (v.record.name.clone(), &*v.placement))
+            .collect();
+        Snapshot::from_placements(hypervisors, &placements, cluster)
+    }
+
+    /// Schedules and renders `spec`, issuing leaves for new replicas into
+    /// `secrets`. Returns the allocation and the placement changes.
+    fn place(
+        &self,
+        spec: &ClusterSpec,
+        secrets: &mut ClusterSecrets,
+        current: Option<&Allocation>,
+    ) -> Result<(Allocation, Vec<PlacementChange>), PlaceError> {
+        let inner = &self.inner;
+        let release = inner.matrix.get(&spec.kubernetes_version).ok_or_else(|| {
+            PlaceError::Fatal(OpError::Invalid(format!(
+                "Kubernetes version {} is no longer in the version matrix",
+                spec.kubernetes_version
+            )))
+        })?;
+        let request = schedule::Request {
+            cluster: spec.name.clone(),
+            replicas: spec.replicas,
+            replica: render::replica_resources(inner.profile),
+            ingress: render::ingress_resources(inner.profile),
+            current: current.cloned(),
+        };
+        let allocation = schedule::schedule(&self.snapshot(&spec.name), &request)
+            .map_err(|e| PlaceError::NoRoom(e.to_string()))?;
+        // Leaves for replicas that are new or moved; kept ones stay as they are.
+        let keep: BTreeMap<u32, ReplicaCerts> = std::mem::take(&mut secrets.replicas)
+            .into_iter()
+            .filter(|(i, _)| {
+                current.is_some_and(|c| {
+                    c.replicas.iter().any(|r| r.index == *i)
+                        && allocation.replicas.iter().any(|r| r.index == *i)
+                        && c.ingress == allocation.ingress
+                })
+            })
+            .collect();
+        secrets.replicas = keep;
+        for slot in &allocation.replicas {
+            if !secrets.replicas.contains_key(&slot.index) {
+                let certs = secrets
+                    .pki
+                    .issue_replica(spec, &allocation, slot)
+                    .map_err(|e| PlaceError::Fatal(OpError::Internal(format!("issue certificates: {e:#}"))))?;
+                secrets.replicas.insert(slot.index, certs);
+            }
+        }
+        let placed = render::render_cluster(&RenderInput {
+            spec,
+            release,
+            pki: &secrets.pki,
+            replica_certs: &secrets.replicas,
+            allocation: &allocation,
+            profile: inner.profile,
+        })
+        .map_err(|e| PlaceError::Fatal(OpError::Internal(format!("render cluster: {e}"))))?;
+        let mut changes = Vec::with_capacity(placed.len());
+        for p in placed {
+            crate::coordinator::validate_component(&p.component)
+                .map_err(|e| PlaceError::Fatal(OpError::Internal(e.to_string())))?;
+            changes.push(PlacementChange::Upsert {
+                hypervisor: p.hypervisor,
+                component: p.component,
+            });
+        }
+        // Components of this cluster that the new rendering no longer has.
+        let rendered: std::collections::BTreeSet<String> = changes
+            .iter()
+            .filter_map(|c| match c {
+                PlacementChange::Upsert { component, .. } => Some(component.id.clone()),
+                PlacementChange::Remove { .. } => None,
+            })
+            .collect();
+        for id in inner.index.component_ids(&spec.name) {
+            if !rendered.contains(&id) {
+                changes.push(PlacementChange::Remove { component_id: id });
+            }
+        }
+        Ok((allocation, changes))
+    }
+
+    /// Writes a cluster record and its placement changes, then tells the
+    /// affected agents.
+    async fn commit_cluster(
+        &self,
+        record: &ClusterRecord,
+        create: bool,
+        changes: Vec<PlacementChange>,
+    ) -> Result<(), OpError> {
+        let inner = &self.inner;
+        let _write = inner.write_lock.lock().await;
+        let started = std::time::Instant::now();
+        let generations = inner
+            .store
+            .put_cluster(record, create, &changes)
+            .await
+            .map_err(store_err)?;
+        inner.metrics.observe_store_write(started.elapsed());
+        inner.index.apply(&changes, &generations);
+        for (hv, g) in &generations {
+            inner.metrics.set_generation(hv, *g);
+        }
+        Ok(())
+    }
+
+    pub async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError> {
+        spec.validate(&self.inner.matrix.versions())
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+        let _clusters = self.inner.cluster_lock.lock().await;
+        if self.inner.store.get_cluster(&spec.name).await.map_err(store_err)?.is_some() {
+            return Err(store_err(StoreError::ClusterExists(spec.name.clone())));
+        }
+        let name = spec.name.clone();
+        let pki = tokio::task::spawn_blocking(move || ClusterPki::generate(&name))
+            .await
+            .map_err(|e| OpError::Internal(format!("generate PKI: {e}")))?
+            .map_err(|e| OpError::Internal(format!("generate PKI: {e:#}")))?;
+        let mut secrets = ClusterSecrets {
+            pki,
+            replicas: BTreeMap::new(),
+        };
+        let (allocation, pending_reason, changes) = match self.place(&spec, &mut secrets, None) {
+            Ok((a, changes)) => (Some(a), String::new(), changes),
+            Err(PlaceError::NoRoom(why)) => (None, why, Vec::new()),
+            Err(PlaceError::Fatal(e)) => return Err(e),
+        };
+        let record = ClusterRecord {
+            spec,
+            secrets: secrets.encode()?,
+            allocation,
+            pending_reason,
+            created_unix_ms: unix_ms(),
+        };
+        self.commit_cluster(&record, true, changes).await?;
+        tracing::info!(
+            cluster = %record.spec.name,
+            version = %record.spec.kubernetes_version,
+            replicas = record.spec.replicas,
+            placed = record.allocation.is_some(),
+            "cluster created"
+        );
+        Ok(self.view(record))
+    }
+
+    pub async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
+        let _clusters = self.inner.cluster_lock.lock().await;
+        let inner = &self.inner;
+        if inner.store.get_cluster(name).await.map_err(store_err)?.is_none() {
+            return Err(store_err(StoreError::UnknownCluster(name.to_string())));
+        }
+        let changes: Vec<PlacementChange> = inner
+            .index
+            .component_ids(name)
+            .into_iter()
+            .map(|component_id| PlacementChange::Remove { component_id })
+            .collect();
+        let _write = inner.write_lock.lock().await;
+        let generations = inner
+            .store
+            .delete_cluster(name, &changes)
+            .await
+            .map_err(store_err)?;
+        inner.index.apply(&changes, &generations);
+        for (hv, g) in &generations {
+            inner.metrics.set_generation(hv, *g);
+        }
+        inner
+            .ever_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        tracing::info!(cluster = %name, components = changes.len(), "cluster deleted");
+        Ok(())
+    }
+
+    pub async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError> {
+        let record = self
+            .inner
+            .store
+            .get_cluster(name)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        Ok(self.view(record))
+    }
+
+    pub async fn list_clusters(&self) -> Result<Vec<ClusterView>, OpError> {
+        let records = self.inner.store.list_clusters().await.map_err(store_err)?;
+        Ok(records.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    pub async fn cluster_kubeconfig(&self, name: &str) -> Result<String, OpError> {
+        let record = self
+            .inner
+            .store
+            .get_cluster(name)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        let Some(allocation) = &record.allocation else {
+            return Err(OpError::FailedPrecondition(format!(
+                "cluster {name:?} is not placed yet ({}); its endpoint is not known",
+                record.pending_reason
+            )));
+        };
+        let secrets = ClusterSecrets::decode(name, &record.secrets)?;
+        secrets
+            .pki
+            .admin_kubeconfig(name, &allocation.endpoint())
+            .map_err(|e| OpError::Internal(format!("issue admin kubeconfig: {e:#}")))
+    }
+
+    fn view(&self, record: ClusterRecord) -> ClusterView {
+        let name = record.spec.name.clone();
+        let placed = self.inner.index.placed(Some(&name));
+        let mut ever = self.inner.ever_ready.lock().unwrap_or_else(|e| e.into_inner());
+        let status = status::compute(
+            &name,
+            record.allocation.as_ref(),
+            &record.pending_reason,
+            &placed,
+            ever.contains(&name),
+        );
+        if status.phase == crate::ops::ClusterPhase::Ready {
+            ever.insert(name);
+        }
+        ClusterView {
+            spec: record.spec,
+            status,
+        }
+    }
+
+    /// Tries to place every pending cluster once.
+    pub async fn place_pending(&self) {
+        let Ok(records) = self.inner.store.list_clusters().await else {
+            return;
+        };
+        for record in records.into_iter().filter(|r| r.allocation.is_none()) {
+            let _clusters = self.inner.cluster_lock.lock().await;
+            let name = record.spec.name.clone();
+            // Re-read under the lock: it may have been deleted or placed.
+            let Ok(Some(mut record)) = self.inner.store.get_cluster(&name).await else {
+                continue;
+            };
+            if record.allocation.is_some() {
+                continue;
+            }
+            let mut secrets = match ClusterSecrets::decode(&name, &record.secrets) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(cluster = %name, error = %e, "read cluster secrets");
+                    continue;
+                }
+            };
+            match self.place(&record.spec, &mut secrets, None) {
+                Ok((allocation, changes)) => {
+                    let Ok(encoded) = secrets.encode() else { continue };
+                    record.secrets = encoded;
+                    record.allocation = Some(allocation);
+                    record.pending_reason.clear();
+                    match self.commit_cluster(&record, false, changes).await {
+                        Ok(()) => tracing::info!(cluster = %name, "pending cluster placed"),
+                        Err(e) => tracing::warn!(cluster = %name, error = %e, "place pending cluster"),
+                    }
+                }
+                Err(PlaceError::NoRoom(why)) => {
+                    if why != record.pending_reason {
+                        record.pending_reason = why;
+                        let _ = self.commit_cluster(&record, false, Vec::new()).await;
+                    }
+                }
+                Err(PlaceError::Fatal(e)) => {
+                    tracing::error!(cluster = %name, error = %e, "place pending cluster")
+                }
+            }
+        }
+    }
+}
+
+enum PlaceError {
+    /// The fleet has no room now; the reason says which role lacks what.
+    NoRoom(String),
+    Fatal(OpError),
+}
+
+/// Retries pending clusters every `period` until `shutdown` flips.
+pub(crate) async fn retry_pending(
+    coordinator: Coordinator,
+    period: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = crate::stopped(&mut shutdown) => return,
+            _ = tokio::time::sleep(period) => coordinator.place_pending().await,
+        }
+    }
+}

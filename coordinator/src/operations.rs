@@ -1,0 +1,113 @@
+//! [`Operations`] for the real coordinator: the administrative API's view
+//! of clusters, hypervisors and components.
+
+use crate::cluster::model::ClusterSpec;
+use crate::cluster::status::component_view;
+use crate::coordinator::Coordinator;
+use crate::index::LinkState;
+use crate::ops::{
+    ApplyOutcome, ClusterView, ComponentView, HypervisorSummary, OpError, Operations, VersionInfo,
+};
+use async_trait::async_trait;
+
+#[async_trait]
+impl Operations for Coordinator {
+    async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError> {
+        Coordinator::create_cluster(self, spec).await
+    }
+
+    async fn apply_cluster(&self, spec: ClusterSpec) -> Result<(ClusterView, ApplyOutcome), OpError> {
+        let existing = match Coordinator::get_cluster(self, &spec.name).await {
+            Ok(v) => v,
+            Err(OpError::NotFound(_)) => {
+                return Coordinator::create_cluster(self, spec)
+                    .await
+                    .map(|v| (v, ApplyOutcome::Created));
+            }
+            Err(e) => return Err(e),
+        };
+        if existing.spec == spec {
+            return Ok((existing, ApplyOutcome::Unchanged));
+        }
+        spec.validate(&self.inner().matrix.versions())
+            .map_err(|e| OpError::Invalid(e.to_string()))?;
+        let changed: Vec<&str> = [
+            ("kubernetesVersion", existing.spec.kubernetes_version != spec.kubernetes_version),
+            ("replicas", existing.spec.replicas != spec.replicas),
+            ("serviceCidr", existing.spec.service_cidr != spec.service_cidr),
+            ("podCidr", existing.spec.pod_cidr != spec.pod_cidr),
+            ("apiServerExtraSans", existing.spec.api_server_extra_sans != spec.api_server_extra_sans),
+        ]
+        .into_iter()
+        .filter_map(|(f, c)| c.then_some(f))
+        .collect();
+        Err(OpError::FailedPrecondition(format!(
+            "cluster {:?} exists and changing {} of an existing cluster is not supported by this \
+             coordinator; nothing was changed",
+            spec.name,
+            changed.join(", ")
+        )))
+    }
+
+    async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError> {
+        Coordinator::get_cluster(self, name).await
+    }
+
+    async fn list_clusters(&self) -> Result<Vec<ClusterView>, OpError> {
+        Coordinator::list_clusters(self).await
+    }
+
+    async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
+        Coordinator::delete_cluster(self, name).await
+    }
+
+    async fn kubeconfig(&self, name: &str) -> Result<String, OpError> {
+        self.cluster_kubeconfig(name).await
+    }
+
+    async fn list_hypervisors(&self) -> Result<Vec<HypervisorSummary>, OpError> {
+        Ok(self
+            .hypervisors()
+            .into_iter()
+            .map(|v| {
+                let containers = v.placement.components.values().flat_map(|c| &c.pod.containers);
+                let (cpu, mem) = containers.fold((0, 0), |(c, m), k| {
+                    (c + k.resources.cpu_millis, m + k.resources.memory_bytes)
+                });
+                HypervisorSummary {
+                    name: v.record.name.clone(),
+                    role: v.record.role,
+                    address: v.record.address.clone(),
+                    connected: matches!(v.link, LinkState::Connected { .. }),
+                    cordoned: v.record.cordoned,
+                    port_range: v.record.host_ports.to_string(),
+                    cpu_millis: v.record.cpu_millis,
+                    memory_bytes: v.record.memory_bytes,
+                    cpu_millis_requested: cpu,
+                    memory_bytes_requested: mem,
+                    components: v.placement.components.len() as u32,
+                    generation: v.record.generation,
+                    last_seen_unix_ms: v.record.last_seen_unix_ms,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_components(&self, cluster: Option<&str>) -> Result<Vec<ComponentView>, OpError> {
+        if let Some(name) = cluster {
+            // A typo should not look like an empty cluster.
+            Coordinator::get_cluster(self, name).await?;
+        }
+        Ok(self
+            .inner()
+            .index
+            .placed(cluster)
+            .iter()
+            .map(component_view)
+            .collect())
+    }
+
+    fn kubernetes_versions(&self) -> Vec<VersionInfo> {
+        self.inner().matrix.version_infos()
+    }
+}
