@@ -2,3 +2,4 @@
 //! modules that follow) PKI, the version matrix, scheduling and rendering.
 
 pub mod model;
+pub mod schedule;
