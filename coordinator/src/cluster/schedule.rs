@@ -160,7 +160,13 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
         })
         .collect();
     let chosen = fleet
-        .pick(Role::Private, req.replica, ReplicaPorts::COUNT, &busy, missing)
+        .pick(
+            Role::Private,
+            req.replica,
+            ReplicaPorts::COUNT,
+            &busy,
+            missing,
+        )
         .map_err(|e| match e {
             Pick::NoneRegistered => ScheduleError::NoneRegistered {
                 role: Role::Private,
@@ -178,17 +184,18 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
                 ),
             },
         })?;
-    let mut next = current.iter().map(|s| s.index + 1).max().unwrap_or(0);
-    for h in chosen {
+    // Above every current index, dropped ones included: a replacement never
+    // takes the etcd member name of the replica it replaces.
+    let first_new = current.iter().map(|s| s.index + 1).max().unwrap_or(0);
+    for (index, h) in (first_new..).zip(chosen) {
         let ports = ReplicaPorts::from_slice(&fleet.lowest_free_ports(h, ReplicaPorts::COUNT))
             .expect("pick checked that enough ports are free");
         slots.push(ReplicaSlot {
-            index: next,
+            index,
             hypervisor: h.name.clone(),
             address: h.address.clone(),
             ports,
         });
-        next += 1;
     }
     Ok(slots)
 }
@@ -232,7 +239,7 @@ fn place_ingress(fleet: &Fleet, req: &Request) -> Result<IngressSlot, ScheduleEr
 /// Why [`Fleet::pick`] found too few hypervisors.
 enum Pick {
     NoneRegistered,
-    /// `passed_over`: "NAME REASON" for every hypervisor of the role not picked.
+    /// `passed_over`: "NAME REASON" for each hypervisor of the role that cannot take it.
     TooFew {
         found: usize,
         passed_over: Vec<String>,
@@ -262,22 +269,26 @@ impl<'a> Fleet<'a> {
             .find(|h| h.name == name && h.role == role)
     }
 
-    fn used_ports(&self, h: &HypervisorInfo) -> impl Iterator<Item = u16> + '_ {
-        let range = h.host_ports;
-        let used = self.usage.get(&h.name).map(|u| &u.ports);
-        used.into_iter().flatten().copied().filter(move |p| range.contains(*p))
+    fn usage(&self, h: &HypervisorInfo) -> &'a Usage {
+        static EMPTY: Usage = Usage {
+            cpu_millis: 0,
+            memory_bytes: 0,
+            ports: BTreeSet::new(),
+            clusters: BTreeSet::new(),
+        };
+        self.usage.get(&h.name).unwrap_or(&EMPTY)
     }
 
     /// Whether `ports` are all in `h`'s range and not taken.
     fn ports_free(&self, h: &HypervisorInfo, ports: &[u16]) -> bool {
-        let used: BTreeSet<u16> = self.used_ports(h).collect();
+        let used = &self.usage(h).ports;
         ports
             .iter()
             .all(|p| h.host_ports.contains(*p) && !used.contains(p))
     }
 
     fn lowest_free_ports(&self, h: &HypervisorInfo, n: usize) -> Vec<u16> {
-        let used: BTreeSet<u16> = self.used_ports(h).collect();
+        let used = &self.usage(h).ports;
         (h.host_ports.first..=h.host_ports.last)
             .filter(|p| !used.contains(p))
             .take(n)
@@ -295,10 +306,11 @@ impl<'a> Fleet<'a> {
         if let Some(state) = state {
             return Some(format!("{} {state}", h.name));
         }
-        let u = self.usage.get(&h.name).cloned().unwrap_or_default();
+        let u = self.usage(h);
         let free_mem = h.memory_bytes.saturating_sub(u.memory_bytes);
         let free_cpu = h.cpu_millis.saturating_sub(u.cpu_millis);
-        let free_ports = h.host_ports.len() as usize - self.used_ports(h).count();
+        let used_ports = u.ports.iter().filter(|p| h.host_ports.contains(**p));
+        let free_ports = h.host_ports.len() as usize - used_ports.count();
         let mut short = Vec::new();
         if free_mem < r.memory_bytes {
             short.push(format!("{} memory", mib(free_mem)));
@@ -325,7 +337,11 @@ impl<'a> Fleet<'a> {
         let mut fit = Vec::new();
         let mut passed_over = Vec::new();
         for &h in self.hypervisors.iter().filter(|h| h.role == role) {
-            match busy.get(h.name.as_str()).cloned().or_else(|| self.unfit(h, r, ports)) {
+            match busy
+                .get(h.name.as_str())
+                .cloned()
+                .or_else(|| self.unfit(h, r, ports))
+            {
                 Some(why) => passed_over.push(why),
                 None => fit.push(h),
             }
@@ -345,13 +361,16 @@ impl<'a> Fleet<'a> {
     /// Least loaded first: the largest free fraction of memory, then of CPU,
     /// then the fewest clusters, then the name.
     fn by_load(&self, a: &HypervisorInfo, b: &HypervisorInfo) -> Ordering {
-        let empty = Usage::default();
-        let ua = self.usage.get(&a.name).unwrap_or(&empty);
-        let ub = self.usage.get(&b.name).unwrap_or(&empty);
-        cmp_free(b.memory_bytes, ub.memory_bytes, a.memory_bytes, ua.memory_bytes)
-            .then_with(|| cmp_free(b.cpu_millis, ub.cpu_millis, a.cpu_millis, ua.cpu_millis))
-            .then_with(|| ua.clusters.len().cmp(&ub.clusters.len()))
-            .then_with(|| a.name.cmp(&b.name))
+        let (ua, ub) = (self.usage(a), self.usage(b));
+        cmp_free(
+            b.memory_bytes,
+            ub.memory_bytes,
+            a.memory_bytes,
+            ua.memory_bytes,
+        )
+        .then_with(|| cmp_free(b.cpu_millis, ub.cpu_millis, a.cpu_millis, ua.cpu_millis))
+        .then_with(|| ua.clusters.len().cmp(&ub.clusters.len()))
+        .then_with(|| a.name.cmp(&b.name))
     }
 }
 
@@ -370,7 +389,11 @@ fn want(r: Resources, ports: usize) -> String {
         mib(r.memory_bytes),
         r.cpu_millis,
         ports,
-        if ports == 1 { "host port" } else { "host ports" }
+        if ports == 1 {
+            "host port"
+        } else {
+            "host ports"
+        }
     )
 }
 
@@ -501,7 +524,13 @@ mod tests {
         // Public hypervisors never take a replica.
         let err = schedule(&snap, &request(3)).unwrap_err();
         assert!(
-            matches!(err, ScheduleError::NoRoom { role: Role::Private, .. }),
+            matches!(
+                err,
+                ScheduleError::NoRoom {
+                    role: Role::Private,
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -513,27 +542,47 @@ mod tests {
         let cases: Vec<(&str, Vec<Hv>, [&str; 2])> = vec![
             (
                 "ties go by name",
-                vec![("c", 4096, 0, 0, 0), ("a", 4096, 0, 0, 0), ("b", 4096, 0, 0, 0)],
+                vec![
+                    ("c", 4096, 0, 0, 0),
+                    ("a", 4096, 0, 0, 0),
+                    ("b", 4096, 0, 0, 0),
+                ],
                 ["a", "b"],
             ),
             (
                 "free memory first",
-                vec![("a", 4096, 2048, 0, 0), ("b", 4096, 1024, 0, 0), ("c", 4096, 0, 0, 0)],
+                vec![
+                    ("a", 4096, 2048, 0, 0),
+                    ("b", 4096, 1024, 0, 0),
+                    ("c", 4096, 0, 0, 0),
+                ],
                 ["c", "b"],
             ),
             (
                 "a fraction, not bytes",
-                vec![("a", 16384, 8192, 0, 0), ("b", 4096, 1024, 0, 0), ("c", 4096, 2048, 0, 0)],
+                vec![
+                    ("a", 16384, 8192, 0, 0),
+                    ("b", 4096, 1024, 0, 0),
+                    ("c", 4096, 2048, 0, 0),
+                ],
                 ["b", "a"],
             ),
             (
                 "then free CPU",
-                vec![("a", 4096, 1024, 1000, 0), ("b", 4096, 1024, 500, 0), ("c", 4096, 2048, 0, 0)],
+                vec![
+                    ("a", 4096, 1024, 1000, 0),
+                    ("b", 4096, 1024, 500, 0),
+                    ("c", 4096, 2048, 0, 0),
+                ],
                 ["b", "a"],
             ),
             (
                 "then fewer clusters",
-                vec![("a", 4096, 0, 0, 2), ("b", 4096, 0, 0, 1), ("c", 4096, 0, 0, 0)],
+                vec![
+                    ("a", 4096, 0, 0, 2),
+                    ("b", 4096, 0, 0, 1),
+                    ("c", 4096, 0, 0, 0),
+                ],
                 ["c", "b"],
             ),
         ];
@@ -558,34 +607,66 @@ mod tests {
         // One private hypervisor "x" changed by each case; None: it fits.
         type Change = fn(&mut HypervisorInfo, &mut Usage);
         let cases: Vec<(&str, Change, Option<&str>)> = vec![
-            ("fits exactly", |h, u| {
-                h.memory_bytes = 700 * MIB;
-                h.cpu_millis = 250;
-                h.host_ports = PortRange::new(30000, 30006).unwrap();
-                u.ports.insert(30003);
-            }, None),
-            ("ports used outside the range do not count", |h, u| {
-                h.host_ports = PortRange::new(30000, 30005).unwrap();
-                u.ports.extend([29999, 30006]);
-            }, None),
-            ("memory", |_, u| u.memory_bytes = 3397 * MIB, Some("x has 699 MiB memory free")),
-            ("cpu", |_, u| u.cpu_millis = 1751, Some("x has 249m CPU free")),
-            ("ports", |h, u| {
-                h.host_ports = PortRange::new(30000, 30005).unwrap();
-                u.ports.insert(30005);
-            }, Some("x has 5 host ports free")),
-            ("all", |h, u| {
-                h.host_ports = PortRange::new(30000, 30000).unwrap();
-                u.ports.insert(30000);
-                u.memory_bytes = 4000 * MIB;
-                u.cpu_millis = 2500;
-            }, Some("x has 96 MiB memory, 0m CPU and 0 host ports free")),
+            (
+                "fits exactly",
+                |h, u| {
+                    h.memory_bytes = 700 * MIB;
+                    h.cpu_millis = 250;
+                    h.host_ports = PortRange::new(30000, 30006).unwrap();
+                    u.ports.insert(30003);
+                },
+                None,
+            ),
+            (
+                "ports used outside the range do not count",
+                |h, u| {
+                    h.host_ports = PortRange::new(30000, 30005).unwrap();
+                    u.ports.extend([29999, 30006]);
+                },
+                None,
+            ),
+            (
+                "memory",
+                |_, u| u.memory_bytes = 3397 * MIB,
+                Some("x has 699 MiB memory free"),
+            ),
+            (
+                "cpu",
+                |_, u| u.cpu_millis = 1751,
+                Some("x has 249m CPU free"),
+            ),
+            (
+                "ports",
+                |h, u| {
+                    h.host_ports = PortRange::new(30000, 30005).unwrap();
+                    u.ports.insert(30005);
+                },
+                Some("x has 5 host ports free"),
+            ),
+            (
+                "all",
+                |h, u| {
+                    h.host_ports = PortRange::new(30000, 30000).unwrap();
+                    u.ports.insert(30000);
+                    u.memory_bytes = 4000 * MIB;
+                    u.cpu_millis = 2500;
+                },
+                Some("x has 96 MiB memory, 0m CPU and 0 host ports free"),
+            ),
             ("cordoned", |h, _| h.cordoned = true, Some("x is cordoned")),
-            ("disconnected", |h, _| h.connected = false, Some("x is disconnected")),
-            ("both", |h, _| {
-                h.cordoned = true;
-                h.connected = false;
-            }, Some("x is cordoned and disconnected")),
+            (
+                "disconnected",
+                |h, _| h.connected = false,
+                Some("x is disconnected"),
+            ),
+            (
+                "both",
+                |h, _| {
+                    h.cordoned = true;
+                    h.connected = false;
+                },
+                Some("x is cordoned and disconnected"),
+            ),
         ];
         for (name, change, reason) in cases {
             let mut h = private("x");
@@ -596,7 +677,10 @@ mod tests {
             match (schedule(&snap, &request(1)), reason) {
                 (Ok(a), None) => assert_eq!(a.replicas[0].hypervisor, "x", "{name}"),
                 (Err(e), Some(reason)) => {
-                    assert!(e.to_string().contains(&format!("({reason})")), "{name}: {e}")
+                    assert!(
+                        e.to_string().contains(&format!("({reason})")),
+                        "{name}: {e}"
+                    )
                 }
                 (got, _) => panic!("{name}: {got:?}"),
             }
@@ -669,5 +753,432 @@ mod tests {
             [(0, "a", 30000), (1, "d", 30000), (2, "b", 30001)]
         );
         assert_eq!(want.ingress.hypervisor, "p");
+    }
+
+    /// Runs on a-e (private) and p (public): replicas 0, 1, 2 on a, b, c at
+    /// ports 30010, 30020, 30030; the ingress on p at 30050.
+    fn running() -> (Vec<HypervisorInfo>, Allocation) {
+        let hvs = vec![
+            private("a"),
+            private("b"),
+            private("c"),
+            private("d"),
+            private("e"),
+            public("p"),
+            public("q"),
+        ];
+        let slot = |index, name: &str, first| ReplicaSlot {
+            index,
+            hypervisor: name.into(),
+            address: format!("{name}.example"),
+            ports: ports_from(first),
+        };
+        let current = Allocation {
+            replicas: vec![
+                slot(0, "a", 30010),
+                slot(1, "b", 30020),
+                slot(2, "c", 30030),
+            ],
+            ingress: IngressSlot {
+                hypervisor: "p".into(),
+                address: "p.example".into(),
+                port: 30050,
+            },
+        };
+        (hvs, current)
+    }
+
+    #[test]
+    fn rescheduling_keeps_what_is_still_valid() {
+        type Change = fn(&mut Snapshot);
+        let same: Change = |_| {};
+        fn remove(s: &mut Snapshot, name: &str) {
+            s.hypervisors.retain(|h| h.name != name);
+        }
+        // (case, replicas, change, want replicas, want ingress (hypervisor, port))
+        type Want = (Vec<(u32, &'static str, u16)>, (&'static str, u16));
+        let kept_ingress = ("p", 30050);
+        let cases: Vec<(&str, u32, Change, Want)> = vec![
+            (
+                "unchanged",
+                3,
+                same,
+                (
+                    vec![(0, "a", 30010), (1, "b", 30020), (2, "c", 30030)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "scale up",
+                5,
+                same,
+                (
+                    vec![
+                        (0, "a", 30010),
+                        (1, "b", 30020),
+                        (2, "c", 30030),
+                        (3, "d", 30000),
+                        (4, "e", 30000),
+                    ],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "scale down drops the highest index",
+                2,
+                same,
+                (vec![(0, "a", 30010), (1, "b", 30020)], kept_ingress),
+            ),
+            (
+                "scale down to one",
+                1,
+                same,
+                (vec![(0, "a", 30010)], kept_ingress),
+            ),
+            (
+                "removed hypervisor: a new index",
+                3,
+                |s| remove(s, "c"),
+                (
+                    vec![(0, "a", 30010), (1, "b", 30020), (3, "d", 30000)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "removed hypervisor while scaling down",
+                2,
+                |s| remove(s, "a"),
+                (vec![(1, "b", 30020), (2, "c", 30030)], kept_ingress),
+            ),
+            // b itself is still fit: it takes the replacement, on new ports.
+            (
+                "ports outside a shrunk range",
+                3,
+                |s| s.hypervisors[1].host_ports = PortRange::new(30000, 30024).unwrap(),
+                (
+                    vec![(0, "a", 30010), (2, "c", 30030), (3, "b", 30000)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "a port taken by another cluster",
+                3,
+                |s| {
+                    s.usage.insert("b".into(), used(0, 0, &[30025]));
+                },
+                (
+                    vec![(0, "a", 30010), (2, "c", 30030), (3, "b", 30000)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "role changed",
+                3,
+                |s| s.hypervisors[1].role = Role::Public,
+                (
+                    vec![(0, "a", 30010), (2, "c", 30030), (3, "d", 30000)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "cordoned, disconnected and full stay",
+                3,
+                |s| {
+                    s.hypervisors[0].cordoned = true;
+                    s.hypervisors[1].connected = false;
+                    s.hypervisors[2].memory_bytes = 0;
+                    s.hypervisors[5].cordoned = true;
+                },
+                (
+                    vec![(0, "a", 30010), (1, "b", 30020), (2, "c", 30030)],
+                    kept_ingress,
+                ),
+            ),
+            (
+                "ingress hypervisor removed",
+                3,
+                |s| remove(s, "p"),
+                (
+                    vec![(0, "a", 30010), (1, "b", 30020), (2, "c", 30030)],
+                    ("q", 30000),
+                ),
+            ),
+            (
+                "ingress port taken",
+                3,
+                |s| {
+                    s.usage.insert("p".into(), used(0, 0, &[30000, 30050]));
+                },
+                (
+                    vec![(0, "a", 30010), (1, "b", 30020), (2, "c", 30030)],
+                    ("p", 30001),
+                ),
+            ),
+        ];
+        for (name, n, change, (want_replicas, want_ingress)) in cases {
+            let (hvs, current) = running();
+            let mut snap = fleet(hvs);
+            change(&mut snap);
+            let req = Request {
+                current: Some(current),
+                ..request(n)
+            };
+            let got = schedule(&snap, &req).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(replicas(&got), want_replicas, "{name}");
+            let ingress = (got.ingress.hypervisor.as_str(), got.ingress.port);
+            assert_eq!(ingress, want_ingress, "{name}");
+            // Kept slots are kept whole: every port, not just the first.
+            for slot in &got.replicas {
+                let old = req
+                    .current
+                    .as_ref()
+                    .unwrap()
+                    .replicas
+                    .iter()
+                    .find(|s| s.index == slot.index);
+                if let Some(old) = old {
+                    assert_eq!(slot, old, "{name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_slot_takes_the_new_address() {
+        let (mut hvs, current) = running();
+        hvs[0].address = "10.0.0.9".into();
+        hvs[5].address = "192.0.2.1".into();
+        let req = Request {
+            current: Some(current),
+            ..request(3)
+        };
+        let got = schedule(&fleet(hvs), &req).unwrap();
+        assert_eq!(got.replicas[0].address, "10.0.0.9");
+        assert_eq!(got.replicas[0].ports, ports_from(30010));
+        assert_eq!(got.ingress.address, "192.0.2.1");
+        assert_eq!(got.ingress.port, 30050);
+    }
+
+    #[test]
+    fn no_room_errors_say_what_is_missing_where() {
+        let kept = |index, name: &str| ReplicaSlot {
+            index,
+            hypervisor: name.into(),
+            address: format!("{name}.example"),
+            ports: ports_from(30000),
+        };
+        let ingress = IngressSlot {
+            hypervisor: "p".into(),
+            address: "p.example".into(),
+            port: 30000,
+        };
+        let mut short = private("b");
+        short.memory_bytes = 120 * MIB;
+        let mut cordoned = private("c");
+        cordoned.cordoned = true;
+        let mut offline = private("b");
+        offline.connected = false;
+        let many: Vec<HypervisorInfo> = ["f", "e", "d", "c", "b", "a"]
+            .iter()
+            .map(|n| HypervisorInfo {
+                cordoned: true,
+                ..private(n)
+            })
+            .collect();
+        let mut full = public("p");
+        full.host_ports = PortRange::new(30000, 30000).unwrap();
+        let mut full_usage = BTreeMap::new();
+        full_usage.insert("p".to_string(), used(0, 0, &[30000]));
+
+        let cases: Vec<(Snapshot, Request, &str)> = vec![
+            (
+                fleet(vec![]),
+                request(1),
+                "no private hypervisor for the control plane (none registered): start an agent \
+                 with role = \"private\"",
+            ),
+            (
+                fleet(vec![private("a"), private("b")]),
+                request(1),
+                "no public hypervisor for the ingress (none registered): start an agent with \
+                 role = \"public\"",
+            ),
+            (
+                fleet(vec![private("a"), short, cordoned, public("p")]),
+                request(3),
+                "not enough private hypervisors with 700 MiB memory, 250m CPU and 6 free host \
+                 ports: need 3 for 3 replicas, found 1 (b has 120 MiB memory free, c is \
+                 cordoned); add or uncordon private hypervisors, or ask for fewer replicas",
+            ),
+            (
+                fleet(vec![private("a"), offline, public("p")]),
+                Request {
+                    current: Some(Allocation {
+                        replicas: vec![kept(0, "a")],
+                        ingress,
+                    }),
+                    ..request(2)
+                },
+                "not enough private hypervisors with 700 MiB memory, 250m CPU and 6 free host \
+                 ports: need 1 more for 2 replicas, found 0 (a already runs replica 0, b is \
+                 disconnected); add or uncordon private hypervisors, or ask for fewer replicas",
+            ),
+            (
+                fleet(many),
+                request(1),
+                "not enough private hypervisors with 700 MiB memory, 250m CPU and 6 free host \
+                 ports: need 1 for 1 replica, found 0 (a is cordoned, b is cordoned, c is \
+                 cordoned, d is cordoned, and 2 more); add or uncordon private hypervisors, or \
+                 ask for fewer replicas",
+            ),
+            (
+                Snapshot {
+                    hypervisors: vec![private("a"), full],
+                    usage: full_usage,
+                },
+                request(1),
+                "no public hypervisor with 64 MiB memory, 100m CPU and 1 free host port for the \
+                 ingress (p has 0 host ports free); add or uncordon a public hypervisor, or free \
+                 room on one",
+            ),
+        ];
+        for (snap, req, want) in cases {
+            assert_eq!(schedule(&snap, &req).unwrap_err().to_string(), want);
+        }
+    }
+
+    fn component(id: &str, cluster: &str, containers: Vec<(u64, u64, &[u16])>) -> Component {
+        let containers = containers
+            .into_iter()
+            .map(|(cpu_millis, memory_mib, ports)| Container {
+                name: "c".into(),
+                image: "i".into(),
+                ports: ports
+                    .iter()
+                    .map(|&port| HostPort {
+                        name: format!("p{port}"),
+                        port,
+                        protocol: Protocol::Tcp,
+                    })
+                    .collect(),
+                resources: Resources {
+                    cpu_millis,
+                    memory_bytes: memory_mib * MIB,
+                },
+                ..Default::default()
+            })
+            .collect();
+        Component {
+            id: id.into(),
+            cluster: cluster.into(),
+            pod: PodSpec {
+                containers,
+                files: vec![],
+            },
+        }
+    }
+
+    fn placement(components: Vec<Component>) -> Placement {
+        let mut p = Placement::new("epoch", 1);
+        for c in components {
+            p.components.insert(c.id.clone(), c);
+        }
+        p
+    }
+
+    #[test]
+    fn usage_leaves_out_the_cluster_being_scheduled() {
+        let on_a = placement(vec![
+            component(
+                "x-etcd",
+                "x",
+                vec![(100, 200, &[30000, 30001]), (10, 20, &[30002])],
+            ),
+            component(
+                "y-etcd",
+                "y",
+                vec![(100, 200, &[30006]), (50, 60, &[30007])],
+            ),
+            component("node-exporter", "", vec![(5, 10, &[9100])]),
+        ]);
+        let on_b = placement(vec![component("x-api", "x", vec![(300, 400, &[30000])])]);
+        let placements = [("a".to_string(), &on_a), ("b".to_string(), &on_b)];
+
+        let snap = Snapshot::from_placements(vec![], &placements, "x");
+        let mut want_a = used(270, 155, &[9100, 30006, 30007]);
+        want_a.clusters.insert("y".into());
+        assert_eq!(snap.usage, BTreeMap::from([("a".to_string(), want_a)]));
+
+        // Another cluster sees everything.
+        let snap = Snapshot::from_placements(vec![], &placements, "z");
+        assert_eq!(snap.usage["a"].memory_bytes, 490 * MIB);
+        assert_eq!(snap.usage["a"].ports.len(), 6);
+        assert_eq!(snap.usage["b"], {
+            let mut u = used(400, 300, &[30000]);
+            u.clusters.insert("x".into());
+            u
+        });
+    }
+
+    #[test]
+    fn a_cluster_keeps_its_own_ports_when_rescheduled() {
+        let mut hvs = vec![private("a"), public("p")];
+        hvs[0].host_ports = PortRange::new(30000, 30007).unwrap();
+        let ports: Vec<u16> = (30000..30006).collect();
+        let on_a = placement(vec![
+            component("x-etcd", "x", vec![(250, 700, &ports)]),
+            component("y-etcd", "y", vec![(0, 0, &[30006])]),
+        ]);
+        let on_p = placement(vec![component("x-ingress", "x", vec![(100, 64, &[30000])])]);
+        let placements = [("a".to_string(), &on_a), ("p".to_string(), &on_p)];
+        let current = Allocation {
+            replicas: vec![ReplicaSlot {
+                index: 0,
+                hypervisor: "a".into(),
+                address: "a.example".into(),
+                ports: ports_from(30000),
+            }],
+            ingress: IngressSlot {
+                hypervisor: "p".into(),
+                address: "p.example".into(),
+                port: 30000,
+            },
+        };
+        let req = Request {
+            current: Some(current.clone()),
+            ..request(1)
+        };
+        let snap = Snapshot::from_placements(hvs.clone(), &placements, "x");
+        assert_eq!(schedule(&snap, &req).unwrap(), current);
+        // Counted as someone else's, the same ports would force a move.
+        let snap = Snapshot::from_placements(hvs, &placements, "");
+        assert!(schedule(&snap, &req).is_err());
+    }
+
+    #[test]
+    fn info_comes_from_the_store_record() {
+        let record = HypervisorRecord {
+            name: "a".into(),
+            role: Role::Public,
+            address: "192.0.2.1".into(),
+            host_ports: PortRange::new(31000, 31010).unwrap(),
+            cpu_millis: 1500,
+            memory_bytes: 3 << 30,
+            labels: BTreeMap::from([("zone".to_string(), "z1".to_string())]),
+            cordoned: true,
+            last_seen_unix_ms: Some(1),
+            generation: 4,
+        };
+        let want = HypervisorInfo {
+            name: "a".into(),
+            role: Role::Public,
+            address: "192.0.2.1".into(),
+            host_ports: PortRange::new(31000, 31010).unwrap(),
+            cpu_millis: 1500,
+            memory_bytes: 3 << 30,
+            cordoned: true,
+            connected: false,
+        };
+        assert_eq!(HypervisorInfo::from_record(&record, false), want);
     }
 }
