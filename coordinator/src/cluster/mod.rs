@@ -2,4 +2,5 @@
 //! modules that follow) PKI, the version matrix, scheduling and rendering.
 
 pub mod model;
+pub mod schedule;
 pub mod status;
