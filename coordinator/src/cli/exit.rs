@@ -74,6 +74,23 @@ impl CliError {
 
 impl From<tonic::Status> for CliError {
     fn from(s: tonic::Status) -> Self {
+        // A status made from a failed connection rather than sent by the
+        // coordinator (e.g. the server's TLS refused the client certificate).
+        if let Some(cause) = std::error::Error::source(&s) {
+            if matches!(
+                s.code(),
+                Code::Unknown | Code::Cancelled | Code::Unavailable
+            ) {
+                return CliError::new(
+                    Exit::Unavailable,
+                    format!(
+                        "the connection to the coordinator failed: {}; check the endpoint, and \
+                         that the certificate in the admin config was issued by this coordinator",
+                        one_line(cause)
+                    ),
+                );
+            }
+        }
         let message = if s.message().is_empty() {
             format!("the coordinator answered {:?}", s.code())
         } else {
@@ -136,6 +153,10 @@ mod tests {
         assert_eq!(e, CliError::new(Exit::NotFound, "cluster \"x\" not found"));
         let e = CliError::from(tonic::Status::internal(""));
         assert!(e.message.contains("Internal"));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, "fatal alert");
+        let e = CliError::from(tonic::Status::from_error(Box::new(io)));
+        assert_eq!(e.exit, Exit::Unavailable);
+        assert!(e.message.contains("fatal alert"), "{}", e.message);
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::time::Duration;
     name = "oi",
     version,
     about = "oneinfra command line: create and manage Kubernetes control planes",
+    after_help = "See `oi --help` for the exit codes.",
     after_long_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
@@ -116,6 +117,7 @@ pub enum ClusterCmd {
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
+    /// Cluster name (a DNS-1123 label, e.g. prod-1).
     pub name: String,
     /// Kubernetes version (`oi version --kubernetes` lists them).
     #[arg(long, value_name = "VERSION")]
