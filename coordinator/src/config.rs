@@ -18,6 +18,9 @@ pub struct RawConfig {
     /// TCP address of `/metrics` and `/healthz`; empty to disable.
     /// Default `127.0.0.1:9441`.
     pub metrics_listen: Option<String>,
+    /// TCP address of the admin API (gRPC over TLS); empty to disable.
+    /// Default `0.0.0.0:7444`.
+    pub api_listen: Option<String>,
     /// Names and IP addresses agents use to reach the coordinator; they go
     /// into its serving certificate. Default `["localhost", "127.0.0.1"]`.
     #[serde(default)]
@@ -38,6 +41,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
+    /// The admin API's address; `None` when disabled.
+    pub api_listen: Option<SocketAddr>,
     pub server_names: Vec<String>,
     pub heartbeat_interval: Duration,
     /// How long a new connection may take to send its hello.
@@ -64,6 +69,11 @@ impl RawConfig {
             None => Some(parse_addr("metrics_listen", "127.0.0.1:9441")?),
             Some("") => None,
             Some(v) => Some(parse_addr("metrics_listen", v)?),
+        };
+        let api_listen = match self.api_listen.as_deref() {
+            None => Some(parse_addr("api_listen", "0.0.0.0:7444")?),
+            Some("") => None,
+            Some(v) => Some(parse_addr("api_listen", v)?),
         };
         let server_names = if self.server_names.is_empty() {
             vec!["localhost".to_string(), "127.0.0.1".to_string()]
@@ -100,6 +110,7 @@ impl RawConfig {
             data_dir,
             listen,
             metrics_listen,
+            api_listen,
             server_names,
             heartbeat_interval: Duration::from_secs(hb),
             handshake_timeout: Duration::from_secs(10),
@@ -114,6 +125,7 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("literal address"),
             metrics_listen: Some("127.0.0.1:0".parse().expect("literal address")),
+            api_listen: Some("127.0.0.1:0".parse().expect("literal address")),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             heartbeat_interval: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(5),
@@ -124,6 +136,11 @@ impl Config {
 
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("state.db")
+    }
+
+    /// Where the coordinator writes the admin credentials `oi` uses.
+    pub fn admin_conf_path(&self) -> PathBuf {
+        self.data_dir.join("admin.conf")
     }
 }
 
@@ -137,9 +154,11 @@ mod tests {
         let c = c.validate().unwrap();
         assert_eq!(c.listen.port(), 7443);
         assert_eq!(c.metrics_listen.unwrap().port(), 9441);
+        assert_eq!(c.api_listen.unwrap().to_string(), "0.0.0.0:7444");
 
         let bad = [
             ("listen = \"nope\"", "listen"),
+            ("api_listen = \"7444\"", "api_listen"),
             ("heartbeat_interval_secs = 0", "heartbeat_interval_secs"),
             ("server_names = [\"a b\"]", "server_names"),
             ("image_repository = \"x/\"", "image_repository"),
@@ -150,5 +169,16 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
         assert!(toml::from_str::<RawConfig>("bogus = 1").is_err());
+    }
+
+    #[test]
+    fn api_listen_can_be_set_or_disabled() {
+        let raw: RawConfig = toml::from_str("api_listen = \"127.0.0.1:9000\"").unwrap();
+        assert_eq!(raw.validate().unwrap().api_listen.unwrap().port(), 9000);
+        let raw: RawConfig = toml::from_str("api_listen = \"\"").unwrap();
+        assert_eq!(raw.validate().unwrap().api_listen, None);
+        let tests = Config::for_tests(Path::new("/tmp/x"));
+        assert_eq!(tests.api_listen.unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(tests.admin_conf_path(), Path::new("/tmp/x/admin.conf"));
     }
 }

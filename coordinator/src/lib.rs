@@ -1,6 +1,8 @@
 //! The oneinfra coordinator: holds desired state and streams each
 //! hypervisor's placement to its agent over mutually authenticated QUIC.
 
+pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod coordinator;

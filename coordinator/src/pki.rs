@@ -1,6 +1,8 @@
-//! The coordinator's own certificate authority for the agent link. It signs
-//! the coordinator's serving certificate and one client certificate per
-//! hypervisor, whose common name is the hypervisor's name.
+//! The coordinator's own certificate authority for the agent link and the
+//! admin API. It signs the coordinator's serving certificates, one client
+//! certificate per hypervisor (organization [`HYPERVISOR_ORG`], common name
+//! the hypervisor's name) and administrators' client certificates
+//! (organization [`ADMIN_ORG`], common name the admin's name).
 //!
 //! Files in the data directory: `link-ca.pem` (public) and `link-ca.key`
 //! (0600, refused when others can read it).
@@ -19,6 +21,16 @@ use std::time::Duration;
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Lifetime of admin client certificates.
+pub const ADMIN_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Subject organization of hypervisor (agent) client certificates.
+pub const HYPERVISOR_ORG: &str = "oneinfra:hypervisors";
+/// Subject organization of administrators' client certificates: the only
+/// ones the admin API accepts.
+pub const ADMIN_ORG: &str = "oneinfra:admins";
+const DEFAULT_ORG: &str = "oneinfra";
 
 const CA_CERT_FILE: &str = "link-ca.pem";
 const CA_KEY_FILE: &str = "link-ca.key";
@@ -54,9 +66,9 @@ fn set_validity(params: &mut CertificateParams, lifetime: Duration) {
     params.serial_number = Some(SerialNumber::from_slice(&rand::random::<[u8; 16]>()));
 }
 
-fn dn(common_name: &str) -> DistinguishedName {
+fn dn(organization: &str, common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "oneinfra");
+    dn.push(DnType::OrganizationName, organization);
     dn.push(DnType::CommonName, common_name);
     dn
 }
@@ -66,7 +78,7 @@ impl LinkCa {
     pub fn generate() -> Result<Self> {
         let key = KeyPair::generate().context("generate CA key")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn("oneinfra link CA");
+        params.distinguished_name = dn(DEFAULT_ORG, "oneinfra link CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -125,7 +137,7 @@ impl LinkCa {
     pub fn issue_server(&self, names: &[String]) -> Result<IssuedCert> {
         let key = KeyPair::generate().context("generate server key")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn("oneinfra coordinator");
+        params.distinguished_name = dn(DEFAULT_ORG, "oneinfra coordinator");
         params.subject_alt_names = names
             .iter()
             .map(|n| match n.parse::<IpAddr>() {
@@ -154,20 +166,47 @@ impl LinkCa {
     /// instead so that the key never leaves the machine.
     pub fn issue_agent(&self, name: &str) -> Result<IssuedCert> {
         validate_hypervisor_name(name)?;
-        let key = KeyPair::generate().context("generate agent key")?;
+        self.issue_client(HYPERVISOR_ORG, name, AGENT_CERT_LIFETIME)
+            .context("issue agent certificate")
+    }
+
+    /// A client certificate for the admin API, with a fresh key: subject
+    /// organization [`ADMIN_ORG`], common name `name`.
+    pub fn issue_admin(&self, name: &str) -> Result<IssuedCert> {
+        validate_admin_name(name)?;
+        self.issue_client(ADMIN_ORG, name, ADMIN_CERT_LIFETIME)
+            .context("issue admin certificate")
+    }
+
+    fn issue_client(&self, org: &str, name: &str, lifetime: Duration) -> Result<IssuedCert> {
+        let key = KeyPair::generate().context("generate key")?;
         let mut params = CertificateParams::default();
-        params.distinguished_name = dn(name);
+        params.distinguished_name = dn(org, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        set_validity(&mut params, AGENT_CERT_LIFETIME);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .context("sign agent certificate")?;
+        set_validity(&mut params, lifetime);
+        let cert = params.signed_by(&key, &self.issuer).context("sign")?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// Admin names (certificate common names) are short printable text, e.g.
+/// `admin` or `alice@example.com`.
+pub fn validate_admin_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_graphic())
+        && !name.contains([',', '+', '=', '"', '\\', '<', '>', ';']);
+    if !ok {
+        bail!(
+            "invalid admin name {name:?}: use 1-64 printable ASCII characters without spaces \
+             or any of , + = \" \\ < > ;"
+        );
+    }
+    Ok(())
 }
 
 /// Hypervisor names are DNS-1123 labels: they appear in certificates,
@@ -204,6 +243,20 @@ pub fn common_name(der: &[u8]) -> Result<String> {
         .to_string())
 }
 
+/// The subject organizations of a peer certificate (DER).
+pub fn organizations(der: &[u8]) -> Result<Vec<String>> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("parse peer certificate: {e}"))?;
+    cert.subject()
+        .iter_organization()
+        .map(|o| {
+            o.as_str()
+                .map(str::to_string)
+                .map_err(|e| anyhow!("peer certificate organization: {e}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +267,20 @@ mod tests {
         let issued = ca.issue_agent("hv-1").unwrap();
         let der = oi_proto::tls::parse_certs(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(common_name(&der[0]).unwrap(), "hv-1");
+        assert_eq!(organizations(&der[0]).unwrap(), [HYPERVISOR_ORG]);
         assert!(format!("{issued:?}").contains("hidden"));
+    }
+
+    #[test]
+    fn issued_admin_cert_carries_the_admin_org() {
+        let ca = LinkCa::generate().unwrap();
+        let issued = ca.issue_admin("alice@example.com").unwrap();
+        let der = oi_proto::tls::parse_certs(issued.cert_pem.as_bytes()).unwrap();
+        assert_eq!(common_name(&der[0]).unwrap(), "alice@example.com");
+        assert_eq!(organizations(&der[0]).unwrap(), [ADMIN_ORG]);
+        for bad in ["", "a b", "a,b", &"x".repeat(65)] {
+            assert!(ca.issue_admin(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

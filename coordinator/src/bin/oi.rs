@@ -1,28 +1,7 @@
-//! `oi`: the oneinfra command line.
+//! `oi`: the oneinfra command line. Everything lives in
+//! `oi_coordinator::cli` (exit codes are documented there and in
+//! `oi --help`).
 
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "oi", version, about = "oneinfra command line")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print version information.
-    Version,
-}
-
-fn main() {
-    match Cli::parse().command {
-        Command::Version => {
-            println!(
-                "oi {} (link protocol {})",
-                env!("CARGO_PKG_VERSION"),
-                oi_proto::PROTOCOL_VERSION
-            );
-        }
-    }
+fn main() -> std::process::ExitCode {
+    oi_coordinator::cli::main()
 }

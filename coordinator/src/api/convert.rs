@@ -1,0 +1,363 @@
+//! Operations' view types <-> `oi_proto::api` messages. The server converts
+//! views into messages; the CLI converts messages back into views (which
+//! are what it prints), refusing values it does not know.
+
+use crate::cluster::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
+use crate::ops::{
+    ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition,
+    HypervisorSummary, VersionInfo,
+};
+use oi_proto::api as pb;
+use oi_proto::model::{Phase, Role};
+
+/// A message the CLI cannot turn into a view.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the coordinator sent {0}: use an `oi` of the coordinator's version")]
+pub struct ConvertError(String);
+
+fn bad(what: &str, value: &str) -> ConvertError {
+    ConvertError(format!("an unknown {what} {value:?}"))
+}
+
+// ------------------------------------------------------------------ specs --
+
+/// A spec as the API receives it: zero and empty fields mean the defaults.
+impl From<pb::ClusterSpec> for ClusterSpec {
+    fn from(p: pb::ClusterSpec) -> Self {
+        let or = |v: String, default: &str| {
+            if v.is_empty() {
+                default.to_string()
+            } else {
+                v
+            }
+        };
+        ClusterSpec {
+            name: p.name,
+            kubernetes_version: p.kubernetes_version,
+            replicas: if p.replicas == 0 { 1 } else { p.replicas },
+            service_cidr: or(p.service_cidr, DEFAULT_SERVICE_CIDR),
+            pod_cidr: or(p.pod_cidr, DEFAULT_POD_CIDR),
+            api_server_extra_sans: p.api_server_extra_sans,
+        }
+    }
+}
+
+impl From<ClusterSpec> for pb::ClusterSpec {
+    fn from(s: ClusterSpec) -> Self {
+        pb::ClusterSpec {
+            name: s.name,
+            kubernetes_version: s.kubernetes_version,
+            replicas: s.replicas,
+            service_cidr: s.service_cidr,
+            pod_cidr: s.pod_cidr,
+            api_server_extra_sans: s.api_server_extra_sans,
+        }
+    }
+}
+
+// --------------------------------------------------------------- clusters --
+
+pub fn cluster_phase_from_str(s: &str) -> Result<ClusterPhase, ConvertError> {
+    [
+        ClusterPhase::Pending,
+        ClusterPhase::Provisioning,
+        ClusterPhase::Ready,
+        ClusterPhase::Degraded,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == s)
+    .ok_or_else(|| bad("cluster phase", s))
+}
+
+pub fn phase_from_str(s: &str) -> Result<Phase, ConvertError> {
+    [
+        Phase::Unknown,
+        Phase::Pending,
+        Phase::Running,
+        Phase::Failed,
+        Phase::Terminating,
+    ]
+    .into_iter()
+    .find(|p| p.as_str() == s)
+    .ok_or_else(|| bad("component phase", s))
+}
+
+pub fn outcome_str(o: ApplyOutcome) -> &'static str {
+    match o {
+        ApplyOutcome::Created => "created",
+        ApplyOutcome::Updated => "updated",
+        ApplyOutcome::Unchanged => "unchanged",
+    }
+}
+
+pub fn outcome_from_str(s: &str) -> Result<ApplyOutcome, ConvertError> {
+    [
+        ApplyOutcome::Created,
+        ApplyOutcome::Updated,
+        ApplyOutcome::Unchanged,
+    ]
+    .into_iter()
+    .find(|o| outcome_str(*o) == s)
+    .ok_or_else(|| bad("apply outcome", s))
+}
+
+impl From<Condition> for pb::Condition {
+    fn from(c: Condition) -> Self {
+        pb::Condition {
+            r#type: c.kind,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+        }
+    }
+}
+
+impl From<pb::Condition> for Condition {
+    fn from(c: pb::Condition) -> Self {
+        Condition {
+            kind: c.r#type,
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+        }
+    }
+}
+
+impl From<ComponentView> for pb::ComponentStatus {
+    fn from(c: ComponentView) -> Self {
+        pb::ComponentStatus {
+            id: c.id,
+            cluster: c.cluster,
+            hypervisor: c.hypervisor,
+            phase: c.phase.as_str().to_string(),
+            ready: c.ready,
+            restarts: c.restarts,
+            reason: c.reason,
+            message: c.message,
+        }
+    }
+}
+
+impl TryFrom<pb::ComponentStatus> for ComponentView {
+    type Error = ConvertError;
+    fn try_from(c: pb::ComponentStatus) -> Result<Self, ConvertError> {
+        Ok(ComponentView {
+            phase: phase_from_str(&c.phase)?,
+            id: c.id,
+            cluster: c.cluster,
+            hypervisor: c.hypervisor,
+            ready: c.ready,
+            restarts: c.restarts,
+            reason: c.reason,
+            message: c.message,
+        })
+    }
+}
+
+impl From<ClusterView> for pb::Cluster {
+    fn from(v: ClusterView) -> Self {
+        let s = v.status;
+        pb::Cluster {
+            spec: Some(v.spec.into()),
+            status: Some(pb::ClusterStatus {
+                phase: s.phase.as_str().to_string(),
+                endpoint: s.endpoint,
+                conditions: s.conditions.into_iter().map(Into::into).collect(),
+                components: s.components.into_iter().map(Into::into).collect(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::Cluster> for ClusterView {
+    type Error = ConvertError;
+    fn try_from(c: pb::Cluster) -> Result<Self, ConvertError> {
+        let spec = c
+            .spec
+            .ok_or_else(|| ConvertError("a cluster without a spec".into()))?;
+        let s = c
+            .status
+            .ok_or_else(|| ConvertError("a cluster without a status".into()))?;
+        Ok(ClusterView {
+            spec: spec.into(),
+            status: ClusterStatus {
+                phase: cluster_phase_from_str(&s.phase)?,
+                endpoint: s.endpoint,
+                conditions: s.conditions.into_iter().map(Into::into).collect(),
+                components: s
+                    .components
+                    .into_iter()
+                    .map(TryInto::try_into)
+                    .collect::<Result<_, _>>()?,
+            },
+        })
+    }
+}
+
+// ------------------------------------------------------------ hypervisors --
+
+impl From<HypervisorSummary> for pb::Hypervisor {
+    fn from(h: HypervisorSummary) -> Self {
+        pb::Hypervisor {
+            name: h.name,
+            role: h.role.as_str().to_string(),
+            address: h.address,
+            connected: h.connected,
+            cordoned: h.cordoned,
+            port_range: h.port_range,
+            cpu_millis: h.cpu_millis,
+            memory_bytes: h.memory_bytes,
+            cpu_millis_requested: h.cpu_millis_requested,
+            memory_bytes_requested: h.memory_bytes_requested,
+            components: h.components,
+            generation: h.generation,
+            last_seen_unix_ms: h.last_seen_unix_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl TryFrom<pb::Hypervisor> for HypervisorSummary {
+    type Error = ConvertError;
+    fn try_from(h: pb::Hypervisor) -> Result<Self, ConvertError> {
+        Ok(HypervisorSummary {
+            role: h
+                .role
+                .parse::<Role>()
+                .map_err(|_| bad("hypervisor role", &h.role))?,
+            name: h.name,
+            address: h.address,
+            connected: h.connected,
+            cordoned: h.cordoned,
+            port_range: h.port_range,
+            cpu_millis: h.cpu_millis,
+            memory_bytes: h.memory_bytes,
+            cpu_millis_requested: h.cpu_millis_requested,
+            memory_bytes_requested: h.memory_bytes_requested,
+            components: h.components,
+            generation: h.generation,
+            last_seen_unix_ms: (h.last_seen_unix_ms != 0).then_some(h.last_seen_unix_ms),
+        })
+    }
+}
+
+// ------------------------------------------------------------------- info --
+
+impl From<VersionInfo> for pb::KubernetesVersion {
+    fn from(v: VersionInfo) -> Self {
+        pb::KubernetesVersion {
+            version: v.kubernetes_version,
+            etcd_image: v.etcd_image,
+            apiserver_image: v.apiserver_image,
+            controller_manager_image: v.controller_manager_image,
+            scheduler_image: v.scheduler_image,
+            haproxy_image: v.haproxy_image,
+        }
+    }
+}
+
+impl From<pb::KubernetesVersion> for VersionInfo {
+    fn from(v: pb::KubernetesVersion) -> Self {
+        VersionInfo {
+            kubernetes_version: v.version,
+            etcd_image: v.etcd_image,
+            apiserver_image: v.apiserver_image,
+            controller_manager_image: v.controller_manager_image,
+            scheduler_image: v.scheduler_image,
+            haproxy_image: v.haproxy_image,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> ClusterView {
+        let mut spec = ClusterSpec::new("prod", "1.20.2", 3);
+        spec.api_server_extra_sans = vec!["api.example.com".into()];
+        ClusterView {
+            spec,
+            status: ClusterStatus {
+                phase: ClusterPhase::Provisioning,
+                endpoint: "https://192.0.2.1:30000".into(),
+                conditions: vec![Condition {
+                    kind: "Scheduled".into(),
+                    status: true,
+                    reason: "Placed".into(),
+                    message: "m".into(),
+                }],
+                components: vec![ComponentView {
+                    id: "prod-etcd-0".into(),
+                    cluster: "prod".into(),
+                    hypervisor: "hv-1".into(),
+                    phase: Phase::Running,
+                    ready: true,
+                    restarts: 2,
+                    reason: String::new(),
+                    message: String::new(),
+                }],
+            },
+        }
+    }
+
+    #[test]
+    fn views_survive_the_round_trip() {
+        let v = view();
+        assert_eq!(ClusterView::try_from(pb::Cluster::from(v.clone())), Ok(v));
+
+        for last_seen in [None, Some(1_700_000_000_000)] {
+            let h = HypervisorSummary {
+                name: "hv-1".into(),
+                role: Role::Public,
+                address: "192.0.2.1".into(),
+                connected: true,
+                cordoned: false,
+                port_range: "30000-30999".into(),
+                cpu_millis: 4000,
+                memory_bytes: 8 << 30,
+                cpu_millis_requested: 500,
+                memory_bytes_requested: 1 << 30,
+                components: 3,
+                generation: 7,
+                last_seen_unix_ms: last_seen,
+            };
+            assert_eq!(
+                HypervisorSummary::try_from(pb::Hypervisor::from(h.clone())),
+                Ok(h)
+            );
+        }
+        for o in [
+            ApplyOutcome::Created,
+            ApplyOutcome::Updated,
+            ApplyOutcome::Unchanged,
+        ] {
+            assert_eq!(outcome_from_str(outcome_str(o)), Ok(o));
+        }
+    }
+
+    #[test]
+    fn empty_spec_fields_mean_the_defaults() {
+        let s = ClusterSpec::from(pb::ClusterSpec {
+            name: "a".into(),
+            kubernetes_version: "1.20.2".into(),
+            ..Default::default()
+        });
+        assert_eq!(s, ClusterSpec::new("a", "1.20.2", 1));
+    }
+
+    #[test]
+    fn unknown_values_are_refused_with_a_hint() {
+        let mut p = pb::Cluster::from(view());
+        p.status.as_mut().unwrap().phase = "exploded".into();
+        let err = ClusterView::try_from(p).unwrap_err().to_string();
+        assert!(
+            err.contains("\"exploded\"") && err.contains("version"),
+            "{err}"
+        );
+        let mut p = pb::Cluster::from(view());
+        p.status.as_mut().unwrap().components[0].phase = "weird".into();
+        assert!(ClusterView::try_from(p).is_err());
+        assert!(ClusterView::try_from(pb::Cluster::default()).is_err());
+        assert!(outcome_from_str("maybe").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The coordinator's administrative API: gRPC (tonic) over TLS, serving
+//! [`Operations`]. Every RPC requires an admin client certificate issued by
+//! the coordinator's CA (see [`auth`]); TLS itself lets clients without a
+//! certificate through so that they get a clear refusal per RPC.
+//!
+//! Protobuf types stay in this module and the CLI: [`convert`] turns them
+//! into the operations' view types, [`status`] maps [`crate::ops::OpError`]
+//! to gRPC codes.
+
+pub mod admin_conf;
+pub mod auth;
+pub mod convert;
+pub mod service;
+pub mod status;
+
+pub use admin_conf::{local_endpoint, write_admin_config, AdminConfig};
+
+use crate::ops::Operations;
+use crate::pki::{IssuedCert, LinkCa};
+use anyhow::{Context, Result};
+use oi_proto::api::{
+    clusters_server::ClustersServer, components_server::ComponentsServer,
+    hypervisors_server::HypervisorsServer, info_server::InfoServer,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The API's serving certificate and the CA its clients' certificates must
+/// chain to. `Debug` hides the key.
+pub struct ApiTls {
+    serving: IssuedCert,
+    ca_pem: String,
+    admin_conf: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ApiTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiTls(key hidden)")
+    }
+}
+
+impl ApiTls {
+    pub fn new(serving: IssuedCert, ca_pem: &str) -> Self {
+        Self {
+            serving,
+            ca_pem: ca_pem.to_string(),
+            admin_conf: None,
+        }
+    }
+
+    /// A serving certificate for `server_names` from `ca`, which also
+    /// issues the admins' client certificates.
+    pub fn from_ca(ca: &LinkCa, server_names: &[String]) -> Result<Self> {
+        let serving = ca
+            .issue_server(server_names)
+            .context("issue admin API serving certificate")?;
+        Ok(Self::new(serving, ca.cert_pem()))
+    }
+
+    /// Where the coordinator wrote the admin credentials; refusals name it.
+    pub fn admin_conf_path(mut self, path: &Path) -> Self {
+        self.admin_conf = Some(path.to_path_buf());
+        self
+    }
+
+    fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(
+                &self.serving.cert_pem,
+                &self.serving.key_pem,
+            ))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(true)
+            .timeout(HANDSHAKE_TIMEOUT)
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true; then
+/// stops accepting and lets in-flight calls finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: ApiTls,
+    ops: Arc<dyn Operations>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let addr = listener.local_addr().context("read admin API address")?;
+    let admin_conf = match &tls.admin_conf {
+        Some(p) => p.display().to_string(),
+        None => "admin.conf in its data directory".to_string(),
+    };
+    let auth = auth::AdminOnly::new(&admin_conf);
+    let api = service::Api { ops };
+    tracing::info!(%addr, "admin API listening");
+    Server::builder()
+        .tls_config(tls.server_config())
+        .context("configure admin API TLS")?
+        .add_service(ClustersServer::with_interceptor(api.clone(), auth.clone()))
+        .add_service(HypervisorsServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(ComponentsServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(InfoServer::with_interceptor(api, auth))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+            crate::stopped(&mut shutdown).await
+        })
+        .await
+        .with_context(|| format!("serve admin API on {addr}"))
+}

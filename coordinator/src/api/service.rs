@@ -1,0 +1,131 @@
+//! The four gRPC services, each a thin translation onto [`Operations`].
+
+use super::auth::Admin;
+use super::convert::outcome_str;
+use super::status::to_status;
+use crate::cluster::model::ClusterSpec;
+use crate::ops::Operations;
+use oi_proto::api as pb;
+use oi_proto::api::{
+    clusters_server::Clusters, components_server::Components, hypervisors_server::Hypervisors,
+    info_server::Info,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct Api {
+    pub ops: Arc<dyn Operations>,
+}
+
+/// Who called, for the audit log (set by the auth interceptor).
+fn admin<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<Admin>()
+        .map(|a| a.0.clone())
+        .unwrap_or_default()
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Clusters for Api {
+    async fn create(&self, req: Request<pb::ClusterSpec>) -> Reply<pb::Cluster> {
+        let who = admin(&req);
+        let spec = ClusterSpec::from(req.into_inner());
+        let name = spec.name.clone();
+        let view = self.ops.create_cluster(spec).await.map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %name, "cluster created");
+        Ok(Response::new(view.into()))
+    }
+
+    async fn apply(&self, req: Request<pb::ClusterSpec>) -> Reply<pb::ApplyResponse> {
+        let who = admin(&req);
+        let spec = ClusterSpec::from(req.into_inner());
+        let name = spec.name.clone();
+        let (view, outcome) = self.ops.apply_cluster(spec).await.map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %name, outcome = outcome_str(outcome), "cluster applied");
+        Ok(Response::new(pb::ApplyResponse {
+            cluster: Some(view.into()),
+            outcome: outcome_str(outcome).to_string(),
+        }))
+    }
+
+    async fn get(&self, req: Request<pb::ClusterRef>) -> Reply<pb::Cluster> {
+        let view = self
+            .ops
+            .get_cluster(&req.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(view.into()))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::ListClustersRequest>,
+    ) -> Reply<pb::ListClustersResponse> {
+        let views = self.ops.list_clusters().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: views.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn delete(&self, req: Request<pb::ClusterRef>) -> Reply<pb::DeleteResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        self.ops.delete_cluster(&name).await.map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %name, "cluster deleted");
+        Ok(Response::new(pb::DeleteResponse {}))
+    }
+
+    async fn kubeconfig(&self, req: Request<pb::ClusterRef>) -> Reply<pb::KubeconfigResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        let kubeconfig = self.ops.kubeconfig(&name).await.map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %name, "kubeconfig issued");
+        Ok(Response::new(pb::KubeconfigResponse { kubeconfig }))
+    }
+}
+
+#[tonic::async_trait]
+impl Hypervisors for Api {
+    async fn list(
+        &self,
+        _req: Request<pb::ListHypervisorsRequest>,
+    ) -> Reply<pb::ListHypervisorsResponse> {
+        let list = self.ops.list_hypervisors().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListHypervisorsResponse {
+            hypervisors: list.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Components for Api {
+    async fn list(
+        &self,
+        req: Request<pb::ListComponentsRequest>,
+    ) -> Reply<pb::ListComponentsResponse> {
+        let cluster = req.into_inner().cluster;
+        let cluster = (!cluster.is_empty()).then_some(cluster.as_str());
+        let list = self.ops.list_components(cluster).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListComponentsResponse {
+            components: list.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Info for Api {
+    async fn versions(&self, _req: Request<pb::VersionsRequest>) -> Reply<pb::VersionsResponse> {
+        Ok(Response::new(pb::VersionsResponse {
+            coordinator_version: env!("CARGO_PKG_VERSION").to_string(),
+            kubernetes: self
+                .ops
+                .kubernetes_versions()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        }))
+    }
+}
