@@ -105,7 +105,6 @@ impl Coordinator {
             )))
         })?;
         let request = schedule::Request {
-            cluster: spec.name.clone(),
             replicas: spec.replicas,
             replica: render::replica_resources(inner.profile),
             ingress: render::ingress_resources(inner.profile),
@@ -117,10 +116,13 @@ impl Coordinator {
         let keep: BTreeMap<u32, ReplicaCerts> = std::mem::take(&mut secrets.replicas)
             .into_iter()
             .filter(|(i, _)| {
+                // Kept only if the slot (address, ports) and the ingress are
+                // unchanged: both are in the certificates' SANs.
                 current.is_some_and(|c| {
-                    c.replicas.iter().any(|r| r.index == *i)
-                        && allocation.replicas.iter().any(|r| r.index == *i)
-                        && c.ingress == allocation.ingress
+                    c.ingress == allocation.ingress
+                        && c.replicas
+                            .iter()
+                            .any(|r| r.index == *i && allocation.replicas.contains(r))
                 })
             })
             .collect();

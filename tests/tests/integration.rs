@@ -541,6 +541,20 @@ async fn refusals_are_clear_logged_and_counted() {
     );
     assert!(oi_proto::close::describe(&end).contains("version 99 is not supported"));
 
+    // An admin certificate from the same CA is not a hypervisor identity.
+    let admin = LinkCa::load_or_create(dir.path())
+        .unwrap()
+        .issue_admin("admin")
+        .unwrap();
+    let admin = Identity::from_pem(admin.cert_pem.as_bytes(), admin.key_pem.as_bytes()).unwrap();
+    let end = raw_hello(addr, Some(&admin), c.ca_pem(), hello("admin", 1)).await;
+    assert_eq!(
+        close_code(&end),
+        Some(CloseCode::CloseNoCertificate),
+        "{end:?}"
+    );
+    assert!(oi_proto::close::describe(&end).contains("not a hypervisor's"));
+
     // A certificate from another CA: the TLS handshake itself fails.
     let other = LinkCa::generate().unwrap().issue_agent("hv-a").unwrap();
     let other = Identity::from_pem(other.cert_pem.as_bytes(), other.key_pem.as_bytes()).unwrap();

@@ -182,8 +182,20 @@ fn peer_name(conn: &quinn::Connection) -> Result<String, Refusal> {
                     .into(),
             )
         })?;
-    crate::pki::common_name(&chain[0])
-        .map_err(|e| Refusal(CloseCode::CloseNoCertificate, e.to_string()))
+    let bad = |e: anyhow::Error| Refusal(CloseCode::CloseNoCertificate, e.to_string());
+    // Admin certificates come from the same CA; only hypervisor ones link.
+    let orgs = crate::pki::organizations(&chain[0]).map_err(bad)?;
+    if !orgs.iter().any(|o| o == crate::pki::HYPERVISOR_ORG) {
+        return Err(Refusal(
+            CloseCode::CloseNoCertificate,
+            format!(
+                "the client certificate is not a hypervisor's (organization {orgs:?}, want {:?}); \
+                 use the certificate `oi hypervisor join` wrote for this agent",
+                crate::pki::HYPERVISOR_ORG
+            ),
+        ));
+    }
+    crate::pki::common_name(&chain[0]).map_err(bad)
 }
 
 /// Records what the agent reports about its machine and reconciles the
