@@ -31,6 +31,32 @@ pub(super) fn client_url(address: &str, port: u16) -> String {
     format!("https://{}", host_port(address, port))
 }
 
+/// The hypervisor address and 127.0.0.1 (for the local apiserver), once
+/// when they are the same.
+fn listen_client_urls(address: &str, port: u16) -> String {
+    let own = client_url(address, port);
+    let local = client_url("127.0.0.1", port);
+    if own == local {
+        own
+    } else {
+        format!("{own},{local}")
+    }
+}
+
+/// The CAs etcd accepts client certificates from: the etcd client CA, and
+/// the etcd server CA because etcd's embedded gRPC gateway dials its own
+/// client port presenting the member's serving certificate (without it,
+/// etcd 3.4 logs "rejected connection ... certificate signed by unknown
+/// authority" every few seconds and the gateway does not work). Only etcd
+/// members hold certificates of the server CA.
+pub(super) fn client_trust_bundle(ctx: &Ctx<'_>) -> String {
+    let pki = ctx.input.pki;
+    format!(
+        "{}{}",
+        pki.etcd_client_ca.cert_pem, pki.etcd_server_ca.cert_pem
+    )
+}
+
 pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
     let slot = r.slot;
     let ports = &slot.ports;
@@ -40,7 +66,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
     let peer_cert = files.public("pki/etcd/peer.crt", &r.certs.etcd_peer.cert_pem);
     let peer_key = files.secret("pki/etcd/peer.key", r.certs.etcd_peer.key.expose());
     let pki = ctx.input.pki;
-    let client_ca = files.public("pki/etcd/client-ca.crt", &pki.etcd_client_ca.cert_pem);
+    let client_ca = files.public("pki/etcd/client-ca.crt", &client_trust_bundle(ctx));
     let peer_ca = files.public("pki/etcd/peer-ca.crt", &pki.etcd_peer_ca.cert_pem);
 
     let initial_cluster = ctx
@@ -69,11 +95,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
         .set("peer-key-file", peer_key)
         .set(
             "listen-client-urls",
-            format!(
-                "{},{}",
-                client_url(&slot.address, ports.etcd_client),
-                client_url("127.0.0.1", ports.etcd_client)
-            ),
+            listen_client_urls(&slot.address, ports.etcd_client),
         )
         .set(
             "advertise-client-urls",

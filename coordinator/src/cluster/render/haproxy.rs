@@ -33,6 +33,9 @@ pub(super) fn config(ctx: &Ctx<'_>) -> String {
     line("  mode tcp");
     line("  log global");
     line("  option dontlognull");
+    // A connection to a server that just died is retried on another.
+    line("  retries 3");
+    line("  option redispatch");
     line("  timeout connect 5s");
     line("  timeout client 60s");
     line("  timeout server 60s");
@@ -49,7 +52,10 @@ pub(super) fn config(ctx: &Ctx<'_>) -> String {
     line("  balance roundrobin");
     line("  option httpchk GET /readyz");
     line("  http-check expect status 200");
-    line("  default-server inter 2s fall 3 rise 2");
+    // A check's TLS handshake may take seconds on a busy hypervisor (the
+    // check's connect timeout is `inter`): 5 s between checks, 2 s while a
+    // server changes state, so a dead apiserver is out within ~10 s.
+    line("  default-server inter 5s fastinter 2s fall 3 rise 2");
     for slot in &ctx.slots {
         line(&format!(
             "  server replica-{} {} check check-ssl verify none",

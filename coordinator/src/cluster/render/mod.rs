@@ -379,17 +379,30 @@ const MIB: u64 = 1024 * 1024;
 
 /// Requests and Go runtime settings of one component in one profile.
 ///
-/// Default requests are kubeadm's CPU requests (etcd 100m, apiserver 250m,
-/// controller-manager 200m, scheduler 100m) with memory at what an idle
-/// component of a fresh cluster holds (RSS measured with the 1.20.2
-/// binaries and etcd 3.4 by `tests/tests/render_host.rs`: apiserver about
-/// 300 MiB, etcd, controller-manager and scheduler well under 100 MiB,
-/// haproxy with `maxconn 4096` about 16 MiB), rounded up.
+/// Measured with `tests/tests/render_host.rs` (1.20.2 binaries built with
+/// Go 1.19, etcd 3.4.23, haproxy 2.6; fresh cluster, ~30 s after ready,
+/// CPU over a 10 s idle window):
 ///
-/// Dense requests are idle usage: CPU what an idle control plane burns, and
-/// memory what the Go limits below keep the heap near. `GOMEMLIMIT` is a
-/// soft limit set well above the request (a live heap above it would make
-/// the GC spin), and `GOGC=50` trades some CPU for a smaller heap.
+/// | component          | RSS Default | RSS Dense | idle CPU |
+/// |--------------------|-------------|-----------|----------|
+/// | etcd (1 / 3 repl.) | 41 / 63-70 MiB | 37 MiB | 7 / 15-19m |
+/// | kube-apiserver     | 333-365 MiB | 249-256 MiB | 12-24m |
+/// | controller-manager | 71-90 MiB   | 84 MiB    | 1-9m     |
+/// | scheduler          | 42-44 MiB   | 41 MiB    | 0-4m     |
+/// | haproxy (PSS)      | 15 MiB      | 15 MiB    | 0-1m     |
+///
+/// RSS includes the binary's text, which apiservers of one version on one
+/// hypervisor share in the page cache, so requests sit slightly below it.
+///
+/// Default: kubeadm's CPU requests (etcd 100m, apiserver 250m,
+/// controller-manager 200m, scheduler 100m) and kubeadm's 100 MiB for etcd;
+/// memory of the others at the measured idle footprint.
+///
+/// Dense: CPU a little above idle, memory at the Dense footprint (a
+/// busy cluster uses more: Dense overcommits on purpose). `GOGC=50` trades
+/// some CPU for a smaller heap; `GOMEMLIMIT` is a soft cap well above the
+/// request, where the GC gets aggressive (a cap below the live heap would
+/// make it spin, so it is never set near the request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sizing {
     pub cpu_millis: u64,
@@ -407,12 +420,12 @@ pub(crate) fn sizing(kind: Kind, profile: Profile) -> Sizing {
         (Profile::Default, Kind::Etcd) => s(100, 100, None),
         (Profile::Default, Kind::Apiserver) => s(250, 320, None),
         (Profile::Default, Kind::ControllerManager) => s(200, 96, None),
-        (Profile::Default, Kind::Scheduler) => s(100, 64, None),
+        (Profile::Default, Kind::Scheduler) => s(100, 48, None),
         (Profile::Default, Kind::Haproxy) => s(10, 16, None),
-        (Profile::Dense, Kind::Etcd) => s(20, 48, Some(96)),
-        (Profile::Dense, Kind::Apiserver) => s(50, 224, Some(384)),
-        (Profile::Dense, Kind::ControllerManager) => s(20, 48, Some(96)),
-        (Profile::Dense, Kind::Scheduler) => s(10, 32, Some(64)),
+        (Profile::Dense, Kind::Etcd) => s(20, 48, Some(128)),
+        (Profile::Dense, Kind::Apiserver) => s(30, 256, Some(448)),
+        (Profile::Dense, Kind::ControllerManager) => s(10, 80, Some(160)),
+        (Profile::Dense, Kind::Scheduler) => s(5, 40, Some(96)),
         (Profile::Dense, Kind::Haproxy) => s(5, 16, None),
     }
 }

@@ -302,9 +302,15 @@ fn etcd_and_apiserver_know_every_replica() {
         (probe.scheme, probe.port, probe.path.as_str()),
         (Scheme::Http, r[1].ports.etcd_metrics, "/health")
     );
-    // The etcd member trusts the etcd client CA for clients.
+    // The etcd member trusts the etcd client CA for clients (and its own
+    // server CA, for its gateway), never the peer CA.
     let ca = file(&placed, "c1/etcd-1", "kubernetes/pki/etcd/client-ca.crt");
-    assert_eq!(ca.content, fx.pki.etcd_client_ca.cert_pem.as_bytes());
+    let ca = std::str::from_utf8(&ca.content).unwrap();
+    assert!(ca.starts_with(&fx.pki.etcd_client_ca.cert_pem));
+    assert!(ca.ends_with(&fx.pki.etcd_server_ca.cert_pem));
+    assert!(!ca.contains(&fx.pki.etcd_peer_ca.cert_pem));
+    let peer_ca = file(&placed, "c1/etcd-1", "kubernetes/pki/etcd/peer-ca.crt");
+    assert_eq!(peer_ca.content, fx.pki.etcd_peer_ca.cert_pem.as_bytes());
 
     let api = find(&placed, "c1/kube-apiserver-2");
     assert_eq!(
@@ -571,6 +577,18 @@ fn haproxy_balances_over_every_apiserver() {
     assert_eq!(
         (probe.scheme, probe.port, probe.path.as_str()),
         (Scheme::Https, 31000, "/readyz")
+    );
+}
+
+#[test]
+fn etcd_on_a_loopback_hypervisor_listens_once() {
+    let mut fx = Fixture::new("1.20.2", 1);
+    fx.allocation.replicas[0].address = "127.0.0.1".into();
+    let placed = fx.render(Profile::Default);
+    let port = fx.allocation.replicas[0].ports.etcd_client;
+    assert_eq!(
+        flag(find(&placed, "c1/etcd-0"), "listen-client-urls").unwrap(),
+        format!("https://127.0.0.1:{port}")
     );
 }
 
