@@ -144,6 +144,8 @@ impl Drop for Bed {
     fn drop(&mut self) {
         let signal = |sig: i32, procs: &mut Vec<Proc>| {
             for p in procs.iter_mut() {
+                // Only while the leader is not reaped: until then its pid,
+                // which is the group's id, cannot be reused by anyone else.
                 if matches!(p.child.try_wait(), Ok(None)) {
                     // SAFETY: kill(2) on the process group we created for
                     // this child (process_group(0): pgid == its pid).
@@ -166,10 +168,6 @@ impl Drop for Bed {
         signal(libc::SIGKILL, &mut self.procs);
         for p in &mut self.procs {
             let _ = p.child.wait();
-            // Group members (haproxy's worker) may outlive the leader.
-            unsafe {
-                libc::kill(-(p.child.id() as i32), libc::SIGKILL);
-            }
         }
         if self.keep {
             self.root.disable_cleanup(true);
