@@ -1,6 +1,11 @@
-//! Managed Kubernetes clusters: the model and its validation, and (in the
-//! modules that follow) PKI, the version matrix, scheduling and rendering.
+//! Managed Kubernetes clusters, as pure functions: the model and its
+//! validation, the version matrix, the per-cluster PKI, scheduling,
+//! rendering of exact pod specs, and status.
 
+pub mod kubeconfig;
 pub mod model;
+pub mod pki;
+pub mod render;
 pub mod schedule;
 pub mod status;
+pub mod versions;

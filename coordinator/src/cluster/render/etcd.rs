@@ -1,0 +1,154 @@
+//! etcd member of one replica: mTLS for clients (etcd client CA) and peers
+//! (etcd peer CA), data on the persistent `data` mount, plain-HTTP metrics
+//! and `/health` on 127.0.0.1 for the probe.
+//!
+//! Membership is a static bootstrap: every member is listed in
+//! `--initial-cluster` and starts with `--initial-cluster-state=new`. etcd
+//! ignores both once its data directory holds a member, so restarts are
+//! safe; adding a replica to a running cluster (member add as learner,
+//! then `existing`) is a later step.
+
+use super::{host_port, k8s_mount, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
+use crate::cluster::pki::etcd_member_name;
+use crate::cluster::versions::bin;
+use oi_proto::model::{Component, Container, Mount, PodSpec, Scheme};
+
+pub(super) const DATA_DIR: &str = "/var/lib/etcd";
+
+/// Dense profile: a 512 MiB backend quota (default 2 GiB) is plenty for a
+/// small cluster and bounds the memory-mapped database.
+const DENSE_QUOTA_BACKEND_BYTES: u64 = 512 * 1024 * 1024;
+/// Entries kept in memory between snapshots: kubeadm's 10000, and fewer
+/// for Dense.
+const SNAPSHOT_COUNT: u32 = 10_000;
+const DENSE_SNAPSHOT_COUNT: u32 = 2_500;
+
+pub(super) fn peer_url(address: &str, port: u16) -> String {
+    format!("https://{}", host_port(address, port))
+}
+
+pub(super) fn client_url(address: &str, port: u16) -> String {
+    format!("https://{}", host_port(address, port))
+}
+
+/// The hypervisor address and 127.0.0.1 (for the local apiserver), once
+/// when they are the same.
+fn listen_client_urls(address: &str, port: u16) -> String {
+    let own = client_url(address, port);
+    let local = client_url("127.0.0.1", port);
+    if own == local {
+        own
+    } else {
+        format!("{own},{local}")
+    }
+}
+
+/// The CAs etcd accepts client certificates from: the etcd client CA, and
+/// the etcd server CA because etcd's embedded gRPC gateway dials its own
+/// client port presenting the member's serving certificate (without it,
+/// etcd 3.4 logs "rejected connection ... certificate signed by unknown
+/// authority" every few seconds and the gateway does not work). Only etcd
+/// members hold certificates of the server CA.
+pub(super) fn client_trust_bundle(ctx: &Ctx<'_>) -> String {
+    let pki = ctx.input.pki;
+    format!(
+        "{}{}",
+        pki.etcd_client_ca.cert_pem, pki.etcd_server_ca.cert_pem
+    )
+}
+
+pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
+    let slot = r.slot;
+    let ports = &slot.ports;
+    let mut files = Files::default();
+    let cert = files.public("pki/etcd/server.crt", &r.certs.etcd_server.cert_pem);
+    let key = files.secret("pki/etcd/server.key", r.certs.etcd_server.key.expose());
+    let peer_cert = files.public("pki/etcd/peer.crt", &r.certs.etcd_peer.cert_pem);
+    let peer_key = files.secret("pki/etcd/peer.key", r.certs.etcd_peer.key.expose());
+    let pki = ctx.input.pki;
+    let client_ca = files.public("pki/etcd/client-ca.crt", &client_trust_bundle(ctx));
+    let peer_ca = files.public("pki/etcd/peer-ca.crt", &pki.etcd_peer_ca.cert_pem);
+
+    let initial_cluster = ctx
+        .slots
+        .iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                etcd_member_name(ctx.cluster(), s.index),
+                peer_url(&s.address, s.ports.etcd_peer)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let mut f = Flags::default();
+    f.set("name", etcd_member_name(ctx.cluster(), slot.index))
+        .set("data-dir", DATA_DIR)
+        .set("client-cert-auth", "true")
+        .set("trusted-ca-file", client_ca)
+        .set("cert-file", cert)
+        .set("key-file", key)
+        .set("peer-client-cert-auth", "true")
+        .set("peer-trusted-ca-file", peer_ca)
+        .set("peer-cert-file", peer_cert)
+        .set("peer-key-file", peer_key)
+        .set(
+            "listen-client-urls",
+            listen_client_urls(&slot.address, ports.etcd_client),
+        )
+        .set(
+            "advertise-client-urls",
+            client_url(&slot.address, ports.etcd_client),
+        )
+        .set("listen-peer-urls", peer_url(&slot.address, ports.etcd_peer))
+        .set(
+            "initial-advertise-peer-urls",
+            peer_url(&slot.address, ports.etcd_peer),
+        )
+        .set(
+            "listen-metrics-urls",
+            format!("http://{}", host_port("127.0.0.1", ports.etcd_metrics)),
+        )
+        .set("initial-cluster", initial_cluster)
+        .set("initial-cluster-state", "new")
+        .set("initial-cluster-token", ctx.cluster())
+        .set("snapshot-count", SNAPSHOT_COUNT);
+    if ctx.profile() == super::Profile::Dense {
+        f.set("quota-backend-bytes", DENSE_QUOTA_BACKEND_BYTES)
+            .set("snapshot-count", DENSE_SNAPSHOT_COUNT);
+    }
+    f.extend(&ctx.flags().etcd);
+
+    let size = sizing(Kind::Etcd, ctx.profile());
+    Component {
+        id: ctx.id(Kind::Etcd, slot.index),
+        cluster: ctx.cluster().into(),
+        pod: PodSpec {
+            containers: vec![Container {
+                name: Kind::Etcd.name().into(),
+                image: ctx.input.release.images.etcd.clone(),
+                command: vec![bin::ETCD.into()],
+                args: f.into_args(),
+                env: size.env(),
+                mounts: vec![
+                    k8s_mount(),
+                    Mount {
+                        source: "data".into(),
+                        container_path: DATA_DIR.into(),
+                        read_only: false,
+                    },
+                ],
+                ports: vec![
+                    tcp("client", ports.etcd_client),
+                    tcp("peer", ports.etcd_peer),
+                    tcp("metrics", ports.etcd_metrics),
+                ],
+                resources: size.resources(),
+                probe: Some(probe(Scheme::Http, ports.etcd_metrics, "/health")),
+                run_as_user: ROOT,
+            }],
+            files: files.into_vec(),
+        },
+    }
+}

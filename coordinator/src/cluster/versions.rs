@@ -1,0 +1,270 @@
+//! The Kubernetes versions oneinfra can run: images and the flags that
+//! differ between releases, as data. Rendering (`super::render`) adds these
+//! flags to the common ones; nothing else branches on the version.
+
+use crate::ops::VersionInfo;
+
+/// Where each binary lives, in the upstream images and in the test bed's
+/// side-loaded images alike. Rendering always sets `command` explicitly.
+pub mod bin {
+    pub const ETCD: &str = "/usr/local/bin/etcd";
+    pub const KUBE_APISERVER: &str = "/usr/local/bin/kube-apiserver";
+    pub const KUBE_CONTROLLER_MANAGER: &str = "/usr/local/bin/kube-controller-manager";
+    pub const KUBE_SCHEDULER: &str = "/usr/local/bin/kube-scheduler";
+    pub const HAPROXY: &str = "/usr/local/sbin/haproxy";
+}
+
+/// Container images of one release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Images {
+    pub etcd: String,
+    pub apiserver: String,
+    pub controller_manager: String,
+    pub scheduler: String,
+    pub haproxy: String,
+}
+
+impl Images {
+    fn all_mut(&mut self) -> [&mut String; 5] {
+        [
+            &mut self.etcd,
+            &mut self.apiserver,
+            &mut self.controller_manager,
+            &mut self.scheduler,
+            &mut self.haproxy,
+        ]
+    }
+}
+
+/// One `--name=value` flag (name without the dashes).
+pub type Flag = (&'static str, &'static str);
+
+/// Flags one release adds to (or overrides in) the common flags of each
+/// component. Rendering applies them after the common flags, so a flag
+/// named here wins.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionFlags {
+    pub etcd: Vec<Flag>,
+    pub apiserver: Vec<Flag>,
+    pub controller_manager: Vec<Flag>,
+    pub scheduler: Vec<Flag>,
+}
+
+/// One supported Kubernetes release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    /// e.g. "1.20.2" (no leading v).
+    pub version: String,
+    pub images: Images,
+    pub flags: VersionFlags,
+}
+
+impl Release {
+    /// The release's version as numbers, for ordering.
+    fn key(&self) -> Vec<u64> {
+        version_key(&self.version)
+    }
+}
+
+impl From<&Release> for VersionInfo {
+    fn from(r: &Release) -> Self {
+        VersionInfo {
+            kubernetes_version: r.version.clone(),
+            etcd_image: r.images.etcd.clone(),
+            apiserver_image: r.images.apiserver.clone(),
+            controller_manager_image: r.images.controller_manager.clone(),
+            scheduler_image: r.images.scheduler.clone(),
+            haproxy_image: r.images.haproxy.clone(),
+        }
+    }
+}
+
+fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
+const HAPROXY_IMAGE: &str = "docker.io/library/haproxy:2.6";
+
+/// kube-controller-manager and kube-scheduler below 1.24 serve plain,
+/// unauthenticated HTTP on 10252/10251 of all addresses unless `--port=0`
+/// (checked with the 1.20.2 binaries' `--help`); two clusters on one
+/// hypervisor would also collide on those ports. The flag is gone in 1.24.
+/// kube-apiserver 1.20 needs no `--insecure-port=0`: its insecure port is
+/// off already and the flag only prints "has no effect now" (checked with
+/// the 1.20.2 binary; `tests/tests/render_host.rs` checks that each process
+/// listens only on its declared ports).
+const INSECURE_PORT_OFF: Flag = ("port", "0");
+
+/// etcd 3.6 (kubeadm 1.34+): the initial corruption check is a feature gate
+/// and the progress-notify interval lost its `experimental-` prefix; the
+/// apiserver relies on progress notifications for watch bookmarks.
+const ETCD_36: [Flag; 2] = [
+    ("feature-gates", "InitialCorruptCheck=true"),
+    ("watch-progress-notify-interval", "5s"),
+];
+
+fn release(version: &str, etcd_image: &str, flags: VersionFlags) -> Release {
+    let k = |name: &str| format!("registry.k8s.io/{name}:v{version}");
+    Release {
+        version: version.into(),
+        images: Images {
+            etcd: etcd_image.into(),
+            apiserver: k("kube-apiserver"),
+            controller_manager: k("kube-controller-manager"),
+            scheduler: k("kube-scheduler"),
+            haproxy: HAPROXY_IMAGE.into(),
+        },
+        flags,
+    }
+}
+
+/// Every supported release, ordered by version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionMatrix {
+    releases: Vec<Release>,
+}
+
+impl VersionMatrix {
+    /// The releases this build of oneinfra supports.
+    pub fn builtin() -> Self {
+        let mut releases = vec![
+            release(
+                "1.20.2",
+                "gcr.io/etcd-development/etcd:v3.4.23",
+                VersionFlags {
+                    etcd: vec![],
+                    apiserver: vec![],
+                    controller_manager: vec![INSECURE_PORT_OFF],
+                    scheduler: vec![INSECURE_PORT_OFF],
+                },
+            ),
+            release(
+                "1.34.11",
+                "registry.k8s.io/etcd:3.6.4-0",
+                VersionFlags {
+                    etcd: ETCD_36.to_vec(),
+                    ..Default::default()
+                },
+            ),
+            release(
+                "1.35.4",
+                "registry.k8s.io/etcd:3.6.5-0",
+                VersionFlags {
+                    etcd: ETCD_36.to_vec(),
+                    ..Default::default()
+                },
+            ),
+        ];
+        releases.sort_by_key(Release::key);
+        Self { releases }
+    }
+
+    /// Replaces registry and path of every image by `repo`, keeping the last
+    /// path element and the tag: `registry.k8s.io/kube-apiserver:v1.20.2`
+    /// becomes `<repo>/kube-apiserver:v1.20.2`.
+    pub fn with_image_repository(mut self, repo: &str) -> Self {
+        let repo = repo.trim_end_matches('/');
+        for r in &mut self.releases {
+            for image in r.images.all_mut() {
+                *image = rebase_image(image, repo);
+            }
+        }
+        self
+    }
+
+    pub fn get(&self, version: &str) -> Option<&Release> {
+        self.releases.iter().find(|r| r.version == version)
+    }
+
+    /// Supported versions, oldest first.
+    pub fn versions(&self) -> Vec<&str> {
+        self.releases.iter().map(|r| r.version.as_str()).collect()
+    }
+
+    pub fn releases(&self) -> &[Release] {
+        &self.releases
+    }
+
+    /// What `oi version --kubernetes` shows, oldest first.
+    pub fn infos(&self) -> Vec<VersionInfo> {
+        self.releases.iter().map(VersionInfo::from).collect()
+    }
+}
+
+fn rebase_image(image: &str, repo: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    format!("{repo}/{last}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_versions_are_sorted_and_complete() {
+        let m = VersionMatrix::builtin();
+        assert_eq!(m.versions(), vec!["1.20.2", "1.34.11", "1.35.4"]);
+        let r = m.get("1.34.11").unwrap();
+        assert_eq!(
+            r.images.apiserver,
+            "registry.k8s.io/kube-apiserver:v1.34.11"
+        );
+        assert_eq!(r.images.etcd, "registry.k8s.io/etcd:3.6.4-0");
+        assert_eq!(r.images.haproxy, "docker.io/library/haproxy:2.6");
+        assert_eq!(
+            m.get("1.35.4").unwrap().images.etcd,
+            "registry.k8s.io/etcd:3.6.5-0"
+        );
+        assert!(m.get("1.21.0").is_none());
+        let infos = m.infos();
+        assert_eq!(infos.len(), 3);
+        assert_eq!(
+            infos[0].scheduler_image,
+            "registry.k8s.io/kube-scheduler:v1.20.2"
+        );
+    }
+
+    #[test]
+    fn version_sort_is_numeric() {
+        let mut v = vec!["1.9.0", "1.10.0", "1.100.1"];
+        v.sort_by_key(|s| version_key(s));
+        assert_eq!(v, vec!["1.9.0", "1.10.0", "1.100.1"]);
+    }
+
+    #[test]
+    fn insecure_ports_are_closed_only_where_they_exist() {
+        let m = VersionMatrix::builtin();
+        let old = &m.get("1.20.2").unwrap().flags;
+        assert!(old.controller_manager.contains(&("port", "0")));
+        assert!(old.scheduler.contains(&("port", "0")));
+        assert!(old.etcd.is_empty());
+        for v in ["1.34.11", "1.35.4"] {
+            let f = &m.get(v).unwrap().flags;
+            assert!(f.controller_manager.is_empty() && f.scheduler.is_empty());
+            assert!(f.apiserver.iter().all(|(n, _)| *n != "insecure-port"));
+            assert!(f
+                .etcd
+                .contains(&("feature-gates", "InitialCorruptCheck=true")));
+        }
+    }
+
+    #[test]
+    fn image_repository_override_keeps_name_and_tag() {
+        let m = VersionMatrix::builtin().with_image_repository("localhost/oneinfra/");
+        let r = m.get("1.20.2").unwrap();
+        assert_eq!(
+            r.images.apiserver,
+            "localhost/oneinfra/kube-apiserver:v1.20.2"
+        );
+        assert_eq!(
+            r.images.controller_manager,
+            "localhost/oneinfra/kube-controller-manager:v1.20.2"
+        );
+        assert_eq!(r.images.etcd, "localhost/oneinfra/etcd:v3.4.23");
+        assert_eq!(r.images.haproxy, "localhost/oneinfra/haproxy:2.6");
+        assert_eq!(
+            m.get("1.35.4").unwrap().images.etcd,
+            "localhost/oneinfra/etcd:3.6.5-0"
+        );
+    }
+}
