@@ -11,13 +11,13 @@ use crate::cluster::pki::{ClusterPki, ReplicaCerts};
 use crate::cluster::render::{self, RenderInput};
 use crate::cluster::schedule::{self, HypervisorInfo, Snapshot};
 use crate::cluster::status;
-use crate::coordinator::{Coordinator, Inner};
+use crate::coordinator::Coordinator;
 use crate::index::LinkState;
 use crate::ops::{ClusterView, OpError};
 use crate::store::{ClusterRecord, PlacementChange, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 /// What a cluster keeps secret: its CAs and each replica's leaves. Stored
@@ -30,7 +30,8 @@ pub struct ClusterSecrets {
 
 impl ClusterSecrets {
     fn encode(&self) -> Result<Vec<u8>, OpError> {
-        serde_json::to_vec(self).map_err(|e| OpError::Internal(format!("encode cluster secrets: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| OpError::Internal(format!("encode cluster secrets: {e}")))
     }
 
     fn decode(name: &str, bytes: &[u8]) -> Result<Self, OpError> {
@@ -62,10 +63,6 @@ fn unix_ms() -> u64 {
 }
 
 impl Coordinator {
-    pub(crate) fn inner(&self) -> &Arc<Inner> {
-        &self.inner
-    }
-
     /// The scheduler's view of the fleet, without `cluster`'s own components.
     fn snapshot(&self, cluster: &str) -> Snapshot {
         let views = self.inner.index.views();
@@ -132,7 +129,9 @@ impl Coordinator {
                 let certs = secrets
                     .pki
                     .issue_replica(spec, &allocation, slot)
-                    .map_err(|e| PlaceError::Fatal(OpError::Internal(format!("issue certificates: {e:#}"))))?;
+                    .map_err(|e| {
+                        PlaceError::Fatal(OpError::Internal(format!("issue certificates: {e:#}")))
+                    })?;
                 secrets.replicas.insert(slot.index, certs);
             }
         }
@@ -198,7 +197,14 @@ impl Coordinator {
         spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         let _clusters = self.inner.cluster_lock.lock().await;
-        if self.inner.store.get_cluster(&spec.name).await.map_err(store_err)?.is_some() {
+        if self
+            .inner
+            .store
+            .get_cluster(&spec.name)
+            .await
+            .map_err(store_err)?
+            .is_some()
+        {
             return Err(store_err(StoreError::ClusterExists(spec.name.clone())));
         }
         let name = spec.name.clone();
@@ -236,7 +242,13 @@ impl Coordinator {
     pub async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
         let _clusters = self.inner.cluster_lock.lock().await;
         let inner = &self.inner;
-        if inner.store.get_cluster(name).await.map_err(store_err)?.is_none() {
+        if inner
+            .store
+            .get_cluster(name)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
             return Err(store_err(StoreError::UnknownCluster(name.to_string())));
         }
         let changes: Vec<PlacementChange> = inner
@@ -304,7 +316,11 @@ impl Coordinator {
     fn view(&self, record: ClusterRecord) -> ClusterView {
         let name = record.spec.name.clone();
         let placed = self.inner.index.placed(Some(&name));
-        let mut ever = self.inner.ever_ready.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ever = self
+            .inner
+            .ever_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let status = status::compute(
             &name,
             record.allocation.as_ref(),
@@ -345,13 +361,17 @@ impl Coordinator {
             };
             match self.place(&record.spec, &mut secrets, None) {
                 Ok((allocation, changes)) => {
-                    let Ok(encoded) = secrets.encode() else { continue };
+                    let Ok(encoded) = secrets.encode() else {
+                        continue;
+                    };
                     record.secrets = encoded;
                     record.allocation = Some(allocation);
                     record.pending_reason.clear();
                     match self.commit_cluster(&record, false, changes).await {
                         Ok(()) => tracing::info!(cluster = %name, "pending cluster placed"),
-                        Err(e) => tracing::warn!(cluster = %name, error = %e, "place pending cluster"),
+                        Err(e) => {
+                            tracing::warn!(cluster = %name, error = %e, "place pending cluster")
+                        }
                     }
                 }
                 Err(PlaceError::NoRoom(why)) => {

@@ -1,6 +1,7 @@
 //! Coordinator configuration: parsed from TOML, then validated into
 //! [`Config`]. Every field has a default, so an empty file is valid.
 
+use crate::cluster::render::Profile;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -33,6 +34,12 @@ pub struct RawConfig {
     /// Registry and path for every control-plane image (air-gapped or
     /// side-loaded images), e.g. `registry.example.com/k8s`.
     pub image_repository: Option<String>,
+    /// How control-plane components are sized: "default" (close to
+    /// kubeadm) or "dense" (many small control planes per hypervisor).
+    pub profile: Option<String>,
+    /// Seconds between attempts to place clusters that found no room.
+    /// Default 5.
+    pub pending_retry_secs: Option<u64>,
 }
 
 /// Validated configuration.
@@ -49,6 +56,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     pub kek_file: PathBuf,
     pub image_repository: Option<String>,
+    pub profile: Profile,
+    pub pending_retry: Duration,
 }
 
 impl RawConfig {
@@ -101,12 +110,24 @@ impl RawConfig {
                 );
             }
         }
+        let profile: Profile = match self.profile.as_deref() {
+            None => Profile::Default,
+            Some(p) => p
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("profile: {e}"))?,
+        };
+        let retry = self.pending_retry_secs.unwrap_or(5);
+        if !(1..=3600).contains(&retry) {
+            bail!("pending_retry_secs = {retry} is out of range: use 1 to 3600");
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/oneinfra/coordinator"));
         Ok(Config {
             kek_file: self.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             image_repository: self.image_repository,
+            profile,
+            pending_retry: Duration::from_secs(retry),
             data_dir,
             listen,
             metrics_listen,
@@ -131,6 +152,8 @@ impl Config {
             handshake_timeout: Duration::from_secs(5),
             kek_file: data_dir.join("kek"),
             image_repository: None,
+            profile: Profile::Default,
+            pending_retry: Duration::from_secs(1),
         }
     }
 
@@ -162,6 +185,7 @@ mod tests {
             ("heartbeat_interval_secs = 0", "heartbeat_interval_secs"),
             ("server_names = [\"a b\"]", "server_names"),
             ("image_repository = \"x/\"", "image_repository"),
+            ("profile = \"tiny\"", "profile"),
         ];
         for (text, needle) in bad {
             let raw: RawConfig = toml::from_str(text).unwrap();

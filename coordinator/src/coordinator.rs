@@ -2,6 +2,8 @@
 //! QUIC endpoint and the metrics endpoint together, and offers the
 //! operations that change desired state.
 
+use crate::cluster::render::Profile;
+use crate::cluster::versions::VersionMatrix;
 use crate::config::Config;
 use crate::index::{HypervisorView, Index};
 use crate::metrics::Metrics;
@@ -35,12 +37,19 @@ pub(crate) struct Inner {
     /// Serializes writes, so that the index sees them in commit order.
     pub write_lock: tokio::sync::Mutex<()>,
     pub next_conn_id: AtomicU64,
+    /// Supported Kubernetes versions, with the image repository applied.
+    pub matrix: VersionMatrix,
+    pub profile: Profile,
+    /// Serializes cluster operations (create, delete, placing pending ones).
+    pub cluster_lock: tokio::sync::Mutex<()>,
+    /// Clusters seen ready since this coordinator started (ready → degraded).
+    pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A handle on a running coordinator; cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// A started coordinator with its listeners and tasks.
@@ -50,16 +59,30 @@ pub struct Running {
     pub link_addr: SocketAddr,
     /// TCP address of `/metrics`, if enabled.
     pub metrics_addr: Option<SocketAddr>,
+    /// TCP address of the administrative API, if enabled.
+    pub api_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     link_task: JoinHandle<()>,
     http_task: Option<JoinHandle<Result<()>>>,
+    api_task: Option<JoinHandle<Result<()>>>,
+    retry_task: JoinHandle<()>,
 }
 
 impl Running {
-    /// Ordered, time-boxed shutdown: stop accepting, close agent links with
-    /// a "reconnect later" reason, stop the metrics listener.
+    /// Ordered, time-boxed shutdown: stop the administrative API (no new
+    /// writes), stop placing pending clusters, close agent links with a
+    /// "reconnect later" reason, then stop the metrics listener.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(api) = self.api_task {
+            if tokio::time::timeout(Duration::from_secs(5), api)
+                .await
+                .is_err()
+            {
+                tracing::warn!("admin API did not stop within 5s");
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.retry_task).await;
         if tokio::time::timeout(Duration::from_secs(10), self.link_task)
             .await
             .is_err()
@@ -136,24 +159,77 @@ impl Coordinator {
             None => (None, None),
         };
 
+        let api = match config.api_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind admin API on tcp {addr}"))?;
+                let bound = listener.local_addr().context("read admin API address")?;
+                let conf = config.admin_conf_path();
+                let tls =
+                    crate::api::ApiTls::from_ca(&ca, &config.server_names)?.admin_conf_path(&conf);
+                let admin = ca.issue_admin("admin").context("issue admin certificate")?;
+                crate::api::write_admin_config(
+                    &conf,
+                    &crate::api::local_endpoint(bound),
+                    &config.server_names[0],
+                    ca.cert_pem(),
+                    &admin,
+                )?;
+                Some((listener, tls, bound))
+            }
+            None => None,
+        };
+
+        let mut matrix = VersionMatrix::builtin();
+        if let Some(repo) = &config.image_repository {
+            matrix = matrix.with_image_repository(repo);
+        }
+        let pending_retry = config.pending_retry;
         let inner = Arc::new(Inner {
             store,
             index,
             metrics,
             ca,
+            matrix,
+            profile: config.profile,
             config,
             write_lock: tokio::sync::Mutex::new(()),
             next_conn_id: AtomicU64::new(1),
+            cluster_lock: tokio::sync::Mutex::new(()),
+            ever_ready: Default::default(),
         });
-        let link_task = tokio::spawn(crate::link::serve(endpoint, inner.clone(), shutdown_rx));
-        tracing::info!(%link_addr, ?metrics_addr, "coordinator started");
+        let coordinator = Coordinator { inner };
+        let link_task = tokio::spawn(crate::link::serve(
+            endpoint,
+            coordinator.inner.clone(),
+            shutdown_rx.clone(),
+        ));
+        let retry_task = tokio::spawn(crate::clusters::retry_pending(
+            coordinator.clone(),
+            pending_retry,
+            shutdown_rx.clone(),
+        ));
+        let api_addr = api.as_ref().map(|a| a.2);
+        let api_task = api.map(|(listener, tls, _)| {
+            tokio::spawn(crate::api::serve(
+                listener,
+                tls,
+                Arc::new(coordinator.clone()),
+                shutdown_rx,
+            ))
+        });
+        tracing::info!(%link_addr, ?metrics_addr, ?api_addr, "coordinator started");
         Ok(Running {
-            coordinator: Coordinator { inner },
+            coordinator,
             link_addr,
             metrics_addr,
+            api_addr,
             shutdown,
             link_task,
             http_task,
+            api_task,
+            retry_task,
         })
     }
 
@@ -246,7 +322,7 @@ impl Coordinator {
 
 /// A component must survive the trip to the agent: the same validation the
 /// agent applies when it decodes the placement.
-fn validate_component(c: &Component) -> Result<(), CoordinatorError> {
+pub(crate) fn validate_component(c: &Component) -> Result<(), CoordinatorError> {
     oi_proto::model::Component::try_from(oi_proto::pb::Component::from(c.clone()))
         .map(|_| ())
         .map_err(|e| CoordinatorError::InvalidComponent {

@@ -4,12 +4,14 @@
 pub mod api;
 pub mod cli;
 pub mod cluster;
+pub mod clusters;
 pub mod config;
 pub mod coordinator;
 pub mod http;
 pub mod index;
 pub mod link;
 pub mod metrics;
+pub mod operations;
 pub mod ops;
 pub mod pki;
 pub mod seal;

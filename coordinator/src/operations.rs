@@ -16,7 +16,10 @@ impl Operations for Coordinator {
         Coordinator::create_cluster(self, spec).await
     }
 
-    async fn apply_cluster(&self, spec: ClusterSpec) -> Result<(ClusterView, ApplyOutcome), OpError> {
+    async fn apply_cluster(
+        &self,
+        spec: ClusterSpec,
+    ) -> Result<(ClusterView, ApplyOutcome), OpError> {
         let existing = match Coordinator::get_cluster(self, &spec.name).await {
             Ok(v) => v,
             Err(OpError::NotFound(_)) => {
@@ -29,14 +32,23 @@ impl Operations for Coordinator {
         if existing.spec == spec {
             return Ok((existing, ApplyOutcome::Unchanged));
         }
-        spec.validate(&self.inner().matrix.versions())
+        spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         let changed: Vec<&str> = [
-            ("kubernetesVersion", existing.spec.kubernetes_version != spec.kubernetes_version),
+            (
+                "kubernetesVersion",
+                existing.spec.kubernetes_version != spec.kubernetes_version,
+            ),
             ("replicas", existing.spec.replicas != spec.replicas),
-            ("serviceCidr", existing.spec.service_cidr != spec.service_cidr),
+            (
+                "serviceCidr",
+                existing.spec.service_cidr != spec.service_cidr,
+            ),
             ("podCidr", existing.spec.pod_cidr != spec.pod_cidr),
-            ("apiServerExtraSans", existing.spec.api_server_extra_sans != spec.api_server_extra_sans),
+            (
+                "apiServerExtraSans",
+                existing.spec.api_server_extra_sans != spec.api_server_extra_sans,
+            ),
         ]
         .into_iter()
         .filter_map(|(f, c)| c.then_some(f))
@@ -70,7 +82,11 @@ impl Operations for Coordinator {
             .hypervisors()
             .into_iter()
             .map(|v| {
-                let containers = v.placement.components.values().flat_map(|c| &c.pod.containers);
+                let containers = v
+                    .placement
+                    .components
+                    .values()
+                    .flat_map(|c| &c.pod.containers);
                 let (cpu, mem) = containers.fold((0, 0), |(c, m), k| {
                     (c + k.resources.cpu_millis, m + k.resources.memory_bytes)
                 });
@@ -99,7 +115,7 @@ impl Operations for Coordinator {
             Coordinator::get_cluster(self, name).await?;
         }
         Ok(self
-            .inner()
+            .inner
             .index
             .placed(cluster)
             .iter()
@@ -108,6 +124,6 @@ impl Operations for Coordinator {
     }
 
     fn kubernetes_versions(&self) -> Vec<VersionInfo> {
-        self.inner().matrix.version_infos()
+        self.inner.matrix.infos()
     }
 }

@@ -432,6 +432,25 @@ pub(crate) fn sizing(kind: Kind, profile: Profile) -> Sizing {
 
 pub(crate) const DENSE_GOGC: &str = "50";
 
+/// Requests of one control-plane replica (etcd, apiserver, controller-
+/// manager, scheduler) together: what the scheduler reserves per replica.
+pub fn replica_resources(profile: Profile) -> Resources {
+    [
+        Kind::Etcd,
+        Kind::Apiserver,
+        Kind::ControllerManager,
+        Kind::Scheduler,
+    ]
+    .into_iter()
+    .map(|k| sizing(k, profile).resources())
+    .fold(Resources::default(), |a, b| a + b)
+}
+
+/// Requests of the ingress.
+pub fn ingress_resources(profile: Profile) -> Resources {
+    sizing(Kind::Haproxy, profile).resources()
+}
+
 impl Sizing {
     pub fn resources(&self) -> Resources {
         Resources {
