@@ -124,6 +124,21 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Like [`eventually`], for conditions that need to await.
+pub async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !cond().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("{what}: not reached within {CONVERGE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn wait_connected(agent: &mut TestAgent) {
     let name = agent.name.clone();
     wait_for(&mut agent.handle.link, &format!("{name} connected"), |s| {

@@ -1,0 +1,268 @@
+//! Cluster lifecycle in-process: a real coordinator (store, scheduler,
+//! renderer) and agents over QUIC + mTLS with the fake runtime. What the
+//! components do when they run is the real-stack tier's business; here:
+//! where they go, what is refused, and that nothing is left behind.
+
+use oi_agent::runtime::fake::FakeRuntime;
+use oi_coordinator::cluster::model::ClusterSpec;
+use oi_coordinator::ops::{ClusterPhase, OpError, Operations};
+use oi_proto::model::Role;
+use oi_tests::*;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+async fn fleet(
+    dir: &std::path::Path,
+    hypervisors: &[(&str, Role)],
+) -> (oi_coordinator::coordinator::Running, Vec<TestAgent>) {
+    let coord = start_coordinator(dir, None).await.unwrap();
+    let c = coord.coordinator.clone();
+    let mut agents = Vec::new();
+    for (name, role) in hypervisors {
+        let link = link_config(&c, coord.link_addr, name, name, *role, dir);
+        let mut agent = start_agent(link, Arc::new(FakeRuntime::new())).await;
+        wait_connected(&mut agent).await;
+        agents.push(agent);
+    }
+    let n = hypervisors.len();
+    eventually("hypervisors registered", || c.hypervisors().len() == n).await;
+    (coord, agents)
+}
+
+fn ids(agent: &TestAgent) -> BTreeSet<String> {
+    agent
+        .handle
+        .placement
+        .borrow()
+        .components
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_is_placed_by_role_and_spread_and_deleted_without_leftovers() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(
+        dir.path(),
+        &[
+            ("hv-a", Role::Private),
+            ("hv-b", Role::Private),
+            ("hv-c", Role::Private),
+            ("hv-p", Role::Public),
+        ],
+    )
+    .await;
+    let c = coord.coordinator.clone();
+    let view = c
+        .create_cluster(ClusterSpec::new("prod", "1.20.2", 3))
+        .await
+        .unwrap();
+    assert_eq!(view.status.phase, ClusterPhase::Provisioning);
+    assert!(
+        view.status.endpoint.starts_with("https://127.0.0.1:30"),
+        "{}",
+        view.status.endpoint
+    );
+
+    // One replica (4 components) on each private hypervisor, the ingress on
+    // the public one.
+    for a in agents.iter_mut().take(3) {
+        let name = a.name.clone();
+        let p = wait_for(&mut a.handle.placement, &format!("{name} placed"), |p| {
+            p.components.len() == 4
+        })
+        .await;
+        let kinds: BTreeSet<String> = p
+            .components
+            .keys()
+            .map(|id| {
+                id.trim_start_matches("prod/")
+                    .trim_end_matches(char::is_numeric)
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "etcd-",
+                "kube-apiserver-",
+                "kube-controller-manager-",
+                "kube-scheduler-"
+            ]
+            .map(String::from)
+            .into()
+        );
+    }
+    let p = wait_for(&mut agents[3].handle.placement, "ingress placed", |p| {
+        p.components.len() == 1
+    })
+    .await;
+    assert!(p.components.contains_key("prod/ingress"));
+
+    // The agents report; the coordinator shows per-component phases.
+    eventually_async("components reported running", || async {
+        c.get_cluster("prod").await.is_ok_and(|v| {
+            v.status.components.len() == 13
+                && v.status
+                    .components
+                    .iter()
+                    .all(|c| c.phase == oi_proto::model::Phase::Running)
+        })
+    })
+    .await;
+
+    // Refusals store nothing.
+    let err = c
+        .create_cluster(ClusterSpec::new("prod", "1.20.2", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpError::AlreadyExists(_)), "{err}");
+    let err = c
+        .create_cluster(ClusterSpec::new("Bad", "1.20.2", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpError::Invalid(_)), "{err}");
+    let err = c
+        .create_cluster(ClusterSpec::new("new", "9.9.9", 1))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("oi version --kubernetes"), "{err}");
+    assert_eq!(c.list_clusters().await.unwrap().len(), 1);
+
+    // An admin kubeconfig names the endpoint.
+    let kc = c.kubeconfig("prod").await.unwrap();
+    assert!(kc.contains(&view.status.endpoint), "{kc}");
+
+    // Delete: every component leaves every hypervisor, and the pods go.
+    c.delete_cluster("prod").await.unwrap();
+    for a in agents.iter_mut() {
+        let name = a.name.clone();
+        wait_for(&mut a.handle.placement, &format!("{name} emptied"), |p| {
+            p.components.is_empty()
+        })
+        .await;
+        let rt = a.runtime.clone();
+        eventually("pods removed", || rt.pods().is_empty()).await;
+    }
+    assert!(matches!(
+        c.get_cluster("prod").await.unwrap_err(),
+        OpError::NotFound(_)
+    ));
+    assert!(ids(&agents[0]).is_empty());
+
+    // The ports are free again: a new cluster gets the same lowest ports.
+    let again = c
+        .create_cluster(ClusterSpec::new("prod2", "1.20.2", 3))
+        .await
+        .unwrap();
+    assert_eq!(again.status.endpoint, view.status.endpoint);
+
+    for a in agents {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_room_a_cluster_waits_with_a_reason_then_is_placed() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(dir.path(), &[("hv-a", Role::Private)]).await;
+    let c = coord.coordinator.clone();
+    let view = c
+        .create_cluster(ClusterSpec::new("waits", "1.20.2", 1))
+        .await
+        .unwrap();
+    assert_eq!(view.status.phase, ClusterPhase::Pending);
+    let why = &view.status.conditions[0].message;
+    assert!(why.contains("no public hypervisor"), "{why}");
+    assert!(
+        ids(&agents[0]).is_empty(),
+        "nothing is placed while pending"
+    );
+
+    // A public hypervisor joins: the cluster is placed on the next retry.
+    let link = link_config(
+        &c,
+        coord.link_addr,
+        "hv-p",
+        "hv-p",
+        Role::Public,
+        dir.path(),
+    );
+    let mut public = start_agent(link, Arc::new(FakeRuntime::new())).await;
+    wait_connected(&mut public).await;
+    wait_for(&mut public.handle.placement, "ingress placed", |p| {
+        p.components.contains_key("waits/ingress")
+    })
+    .await;
+    wait_for(&mut agents[0].handle.placement, "replica placed", |p| {
+        p.components.len() == 4
+    })
+    .await;
+    let view = c.get_cluster("waits").await.unwrap();
+    assert_ne!(view.status.phase, ClusterPhase::Pending);
+
+    // Two replicas cannot spread over one private hypervisor.
+    let view = c
+        .create_cluster(ClusterSpec::new("ha", "1.20.2", 3))
+        .await
+        .unwrap();
+    assert_eq!(view.status.phase, ClusterPhase::Pending);
+    assert!(
+        view.status.conditions[0]
+            .message
+            .contains("need 3 for 3 replicas, found 1"),
+        "{}",
+        view.status.conditions[0].message
+    );
+
+    public.handle.shutdown().await;
+    for a in agents {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restart_keeps_clusters_without_changing_any_spec() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(
+        dir.path(),
+        &[("hv-a", Role::Private), ("hv-p", Role::Public)],
+    )
+    .await;
+    let link_addr = coord.link_addr;
+    let c = coord.coordinator.clone();
+    c.create_cluster(ClusterSpec::new("keep", "1.20.2", 1))
+        .await
+        .unwrap();
+    let before = wait_for(&mut agents[0].handle.placement, "placed", |p| {
+        p.components.len() == 4
+    })
+    .await;
+    coord.shutdown().await;
+
+    let coord = start_coordinator(dir.path(), Some(link_addr))
+        .await
+        .unwrap();
+    let c = coord.coordinator.clone();
+    for a in agents.iter_mut() {
+        wait_connected(a).await;
+    }
+    let view = c.get_cluster("keep").await.unwrap();
+    assert_eq!(view.spec.replicas, 1);
+    // Same generation, same specs: agents replace nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = agents[0].handle.placement.borrow().clone();
+    assert_eq!(*before, *after);
+    assert_eq!(agents[0].runtime.create_count("keep/etcd-0"), 1);
+
+    for a in agents {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+}
