@@ -329,7 +329,19 @@ impl Coordinator {
             ever.contains(&name),
         );
         if status.phase == crate::ops::ClusterPhase::Ready {
-            ever.insert(name);
+            ever.insert(name.clone());
+        }
+        drop(ever);
+        let mut status = status;
+        if record.allocation.is_some() {
+            let done = self
+                .inner
+                .bootstrapped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            status
+                .conditions
+                .push(status::bootstrapped(done.get(&name), &status.endpoint));
         }
         ClusterView {
             spec: record.spec,

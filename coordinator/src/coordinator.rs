@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     pub cluster_lock: tokio::sync::Mutex<()>,
     /// Clusters seen ready since this coordinator started (ready → degraded).
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Per cluster: the endpoint it was bootstrapped at, or the last error.
+    pub bootstrapped: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
 }
 
 /// A handle on a running coordinator; cheap to clone.
@@ -66,6 +68,7 @@ pub struct Running {
     http_task: Option<JoinHandle<Result<()>>>,
     api_task: Option<JoinHandle<Result<()>>>,
     retry_task: JoinHandle<()>,
+    bootstrap_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -83,6 +86,7 @@ impl Running {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.retry_task).await;
+        self.bootstrap_task.abort();
         if tokio::time::timeout(Duration::from_secs(10), self.link_task)
             .await
             .is_err()
@@ -198,6 +202,7 @@ impl Coordinator {
             next_conn_id: AtomicU64::new(1),
             cluster_lock: tokio::sync::Mutex::new(()),
             ever_ready: Default::default(),
+            bootstrapped: Default::default(),
         });
         let coordinator = Coordinator { inner };
         let link_task = tokio::spawn(crate::link::serve(
@@ -208,6 +213,11 @@ impl Coordinator {
         let retry_task = tokio::spawn(crate::clusters::retry_pending(
             coordinator.clone(),
             pending_retry,
+            shutdown_rx.clone(),
+        ));
+        let bootstrap_task = tokio::spawn(crate::bootstrap::run(
+            coordinator.clone(),
+            Duration::from_secs(2),
             shutdown_rx.clone(),
         ));
         let api_addr = api.as_ref().map(|a| a.2);
@@ -230,6 +240,7 @@ impl Coordinator {
             http_task,
             api_task,
             retry_task,
+            bootstrap_task,
         })
     }
 

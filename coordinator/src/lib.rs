@@ -2,6 +2,7 @@
 //! hypervisor's placement to its agent over mutually authenticated QUIC.
 
 pub mod api;
+pub mod bootstrap;
 pub mod cli;
 pub mod cluster;
 pub mod clusters;

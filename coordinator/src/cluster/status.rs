@@ -71,6 +71,30 @@ fn short(cluster: &str, id: &str) -> String {
         .to_string()
 }
 
+/// The Bootstrapped condition from the bootstrapper's last result for the
+/// cluster (the endpoint it bootstrapped, or its error).
+pub fn bootstrapped(last: Option<&Result<String, String>>, endpoint: &str) -> Condition {
+    let (status, reason, message) = match last {
+        Some(Ok(at)) if at == endpoint => (
+            true,
+            "Bootstrapped",
+            "endpoints and RBAC applied".to_string(),
+        ),
+        Some(Err(e)) => (false, "BootstrapFailed", e.clone()),
+        _ => (
+            false,
+            "WaitingForAPI",
+            "applied once the API is ready".to_string(),
+        ),
+    };
+    Condition {
+        kind: "Bootstrapped".into(),
+        status,
+        reason: reason.into(),
+        message,
+    }
+}
+
 pub fn compute(
     cluster: &str,
     allocation: Option<&Allocation>,

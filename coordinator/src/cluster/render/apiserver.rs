@@ -63,6 +63,10 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
         .set("client-ca-file", client_ca)
         .set("enable-admission-plugins", "NodeRestriction")
         .set("enable-bootstrap-token-auth", "true")
+        // Every replica listens on its own host port, and none of them on
+        // the ingress port: the coordinator writes the `kubernetes`
+        // endpoints (ingress address and port) itself, see bootstrap.rs.
+        .set("endpoint-reconciler-type", "none")
         .set("etcd-cafile", etcd_ca)
         .set("etcd-certfile", etcd_cert)
         .set("etcd-keyfile", etcd_key)
