@@ -68,7 +68,8 @@ fn agent_example_loads_and_documents_every_key() {
 #[test]
 fn coordinator_example_loads_and_documents_every_key() {
     let raw = oi_coordinator::config::RawConfig::load(&example("coordinator.toml")).unwrap();
-    raw.validate().expect("coordinator.toml as shipped is valid");
+    raw.validate()
+        .expect("coordinator.toml as shipped is valid");
 
     let (_dir, path) = uncommented("coordinator.toml");
     let raw = oi_coordinator::config::RawConfig::load(&path)
