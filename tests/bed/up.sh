@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Local bring-up: a coordinator with its embedded store and three
-# hypervisors (two private, one public), each an oi-agent driving its own
-# containerd in its own network namespace. Needs root. Stop with down.sh.
+# Local bring-up: a coordinator with its embedded store, hypervisors (two
+# private, one public by default), each an oi-agent driving its own
+# containerd in its own network namespace, with the control-plane images
+# side-loaded, and a cluster "demo" that answers kubectl. Needs root.
+# Stop with down.sh. Environment: see tests/bed/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
 PROFILE=${OI_PROFILE:-debug}
-COORD_ADDR=10.213.0.1
+SUBNET=${OI_BED_SUBNET:-10.213.0}
+COORD_ADDR=$SUBNET.1
 COORD_PORT=${OI_COORDINATOR_PORT:-7443}
+API_PORT=${OI_API_PORT:-7444}
 METRICS=127.0.0.1:${OI_METRICS_PORT:-9441}
+PRIVATE=${OI_BED_PRIVATE:-2}
+# A cluster to create (empty: none) and its Kubernetes version.
+CLUSTER=${OI_BED_CLUSTER-demo}
+CLUSTER_VERSION=${OI_BED_CLUSTER_VERSION:-1.20.2}
+NETNS_PREFIX=${OI_BED_NETNS_PREFIX:-oi-}
+export OI_BED_BRIDGE_ADDR=${OI_BED_BRIDGE_ADDR:-$COORD_ADDR/24} OI_BED_NETNS_PREFIX=$NETNS_PREFIX
 # control-plane images (k8s-images.sh), side-loaded into every hypervisor
 IMAGE_REPO=${OI_IMAGE_REPOSITORY:-localhost/oneinfra}
-# TODO(lead): switch on (default 1) once coordinator/src/config.rs has
-# `image_repository`; its RawConfig denies unknown fields, so until then the
-# line would stop the coordinator from starting.
-COORD_IMAGE_REPOSITORY=${OI_COORD_IMAGE_REPOSITORY:-0}
+# The coordinator points every control-plane image at the side-loaded ones
+# (set OI_COORD_IMAGE_REPOSITORY=0 to keep the upstream image names).
+COORD_IMAGE_REPOSITORY=${OI_COORD_IMAGE_REPOSITORY:-1}
 export OI_BED_DIR=$BED_DIR
 
 die() { echo "up.sh: error: $*" >&2; exit 1; }
@@ -25,18 +34,16 @@ die() { echo "up.sh: error: $*" >&2; exit 1; }
 
 echo "==> building oi-coordinator and oi-agent ($PROFILE)"
 if [ "$PROFILE" = release ]; then
-  (cd "$ROOT" && cargo build --release --quiet -p oi-coordinator -p oi-agent)
+  (cd "$ROOT" && cargo build --release --quiet -p oi-coordinator -p oi-agent --bins)
 else
-  (cd "$ROOT" && cargo build --quiet -p oi-coordinator -p oi-agent)
+  (cd "$ROOT" && cargo build --quiet -p oi-coordinator -p oi-agent --bins)
 fi
 BIN="$ROOT/target/$PROFILE"
 
 # name role address
-HYPERVISORS=(
-  "hv-private-1 private 10.213.0.11"
-  "hv-private-2 private 10.213.0.12"
-  "hv-public-1 public 10.213.0.13"
-)
+HYPERVISORS=()
+for i in $(seq 1 "$PRIVATE"); do HYPERVISORS+=("hv-private-$i private $SUBNET.$((10 + i))"); done
+HYPERVISORS+=("hv-public-1 public $SUBNET.$((11 + PRIVATE))")
 
 echo "==> starting containerd instances"
 for hv in "${HYPERVISORS[@]}"; do
@@ -68,6 +75,7 @@ if ! { [ -f "$COORD_DIR/pid" ] && kill -0 "$(cat "$COORD_DIR/pid")" 2>/dev/null;
   cat >"$COORD_DIR/config.toml" <<TOML
 data_dir = "$COORD_DIR/data"
 listen = "0.0.0.0:$COORD_PORT"
+api_listen = "0.0.0.0:$API_PORT"
 metrics_listen = "$METRICS"
 server_names = ["$COORD_ADDR", "localhost", "127.0.0.1"]
 TOML
@@ -107,7 +115,7 @@ pki_dir = "$dir/pki"
 state_dir = "$dir/state"
 cri_socket = "$("$HERE/containerd.sh" sock "$name")"
 TOML
-  setsid nsenter --net="/run/netns/oi-$name" "$BIN/oi-agent" --config "$dir/config.toml" \
+  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" "$BIN/oi-agent" --config "$dir/config.toml" \
     >"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 done
@@ -121,13 +129,27 @@ for _ in $(seq 300); do
 done
 [ "${n:-0}" = "$want" ] || die "only ${n:-0} of $want agents connected; see $BED_DIR/agents/*/log"
 
+OI="$BIN/oi --config $COORD_DIR/data/admin.conf"
+cluster_line=""
+if [ -n "$CLUSTER" ]; then
+  if ! $OI cluster get "$CLUSTER" >/dev/null 2>&1; then
+    echo "==> creating cluster $CLUSTER (Kubernetes $CLUSTER_VERSION)"
+    $OI cluster create "$CLUSTER" --kubernetes-version "$CLUSTER_VERSION" --wait --timeout 5m
+  fi
+  $OI cluster kubeconfig "$CLUSTER" -f "$BED_DIR/$CLUSTER.kubeconfig"
+  cluster_line="  cluster      $CLUSTER: kubectl --kubeconfig $BED_DIR/$CLUSTER.kubeconfig get ns"
+fi
+
 cat <<TXT
 
 oneinfra is up:
   coordinator  udp $COORD_ADDR:$COORD_PORT, state in $COORD_DIR/data, log $COORD_DIR/log
+  admin API    tcp $COORD_ADDR:$API_PORT; credentials in $COORD_DIR/data/admin.conf
   metrics      curl http://$METRICS/metrics
   images       $("$HERE/k8s-images.sh" names --repo "$IMAGE_REPO" | tr '\n' ' ')
   hypervisors  $(for hv in "${HYPERVISORS[@]}"; do read -r n r a <<<"$hv"; printf '%s (%s, %s)  ' "$n" "$r" "$a"; done)
   agent logs   $BED_DIR/agents/*/log
+  oi           export OI_CONFIG=$COORD_DIR/data/admin.conf; $BIN/oi cluster list
+$cluster_line
   stop         bash tests/bed/down.sh
 TXT

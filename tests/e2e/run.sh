@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# End-to-end on the real stack: a coordinator, three private hypervisors and
+# one public hypervisor (each an oi-agent with its own containerd in its own
+# network namespace), the control-plane images built from Debian's sources
+# and side-loaded, and real clusters driven through the `oi` CLI and kubectl.
+#
+# It uses its own bed (directory, bridge, subnet, ports), so it can run next
+# to a developer's `tests/bed/up.sh`. Tears everything down, also on failure
+# (set OI_E2E_KEEP=1 to keep the bed for a look).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+[ "$(id -u)" = 0 ] || { echo "e2e: needs root (containerd, network namespaces)" >&2; exit 1; }
+
+export OI_BED_DIR=/tmp/oi-bed-e2e OI_BED_SUBNET=10.214.0 OI_BED_BRIDGE=oibr-e2e \
+  OI_BED_NETNS_PREFIX=oie- OI_COORDINATOR_PORT=7543 OI_API_PORT=7544 OI_METRICS_PORT=9541 \
+  OI_BED_PRIVATE=3 OI_BED_CLUSTER=""
+BED="$ROOT/tests/bed"
+OI="$ROOT/target/debug/oi"
+export OI_CONFIG=$OI_BED_DIR/coordinator/data/admin.conf
+WORK=$(mktemp -d /tmp/oi-e2e.XXXXXX)
+HVS=(hv-private-1 hv-private-2 hv-private-3 hv-public-1)
+passed=0
+
+cleanup() {
+  local rc=$?
+  if [ "${OI_E2E_KEEP:-0}" = 1 ]; then
+    echo "e2e: kept the bed in $OI_BED_DIR and files in $WORK (bash tests/bed/down.sh with the same env to remove)"
+  else
+    bash "$BED/down.sh" >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+step() { printf '\n==> e2e: %s\n' "$*"; }
+ok() { passed=$((passed + 1)); echo "  ok: $*"; }
+fail() {
+  echo "  FAIL: $*" >&2
+  echo "--- coordinator log (tail)" >&2
+  tail -n 30 "$OI_BED_DIR/coordinator/log" >&2 || true
+  exit 1
+}
+# retry SECONDS CMD...: until CMD succeeds.
+retry() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 1
+  done
+}
+ctr_hv() { ctr --address "$OI_BED_DIR/$1/containerd.sock" -n k8s.io "${@:2}"; }
+# Containers of ours on every hypervisor: "hypervisor id", sorted.
+our_containers() {
+  local hv
+  for hv in "${HVS[@]}"; do
+    ctr_hv "$hv" containers ls -q 'labels."oneinfra.io/managed"==true' | sed "s/^/$hv /"
+  done | sort
+}
+# Running tasks of ours: "hypervisor container pid", sorted.
+our_tasks() {
+  local hv id
+  for hv in "${HVS[@]}"; do
+    for id in $(ctr_hv "$hv" containers ls -q 'labels."oneinfra.io/managed"==true'); do
+      ctr_hv "$hv" tasks ls | awk -v id="$id" -v hv="$hv" '$1 == id && $3 == "RUNNING" {print hv, id, $2}'
+    done
+  done | sort
+}
+# Components whose id matches the regex PATTERN, on any hypervisor: none?
+no_containers_of() {
+  local hv
+  for hv in "${HVS[@]}"; do
+    [ -z "$(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"~=\"$1\"")" ] || return 1
+  done
+}
+no_component_dirs() { [ -z "$(find "$OI_BED_DIR"/agents/*/state/components -mindepth 1 -maxdepth 1 2>/dev/null)" ]; }
+endpoints_port_is() {
+  [ "$(kubectl --kubeconfig "$1" get endpoints kubernetes -o jsonpath='{.subsets[0].ports[0].port}')" = "$2" ]
+}
+all_connected() {
+  curl -fsS "http://127.0.0.1:$OI_METRICS_PORT/metrics" | grep -qx "oi_coordinator_connected_agents ${#HVS[@]}"
+}
+readyz() { [ "$(kubectl --kubeconfig "$1" get --raw /readyz 2>/dev/null)" = ok ]; }
+ready_phase() { "$OI" cluster get "$1" -o json | grep -q '"phase": "ready"'; }
+
+step "bring up the bed (images, coordinator, 3 private + 1 public hypervisors)"
+bash "$BED/down.sh" >/dev/null 2>&1 || true
+bash "$BED/up.sh"
+
+step "a 3-replica cluster becomes ready and answers kubectl through the public ingress"
+start=$SECONDS
+"$OI" cluster create alpha --kubernetes-version 1.20.2 --replicas 3 --wait --timeout 5m >"$WORK/alpha.create" ||
+  { cat "$WORK/alpha.create"; fail "alpha did not become ready"; }
+ok "alpha ready in $((SECONDS - start)) s"
+"$OI" cluster kubeconfig alpha -f "$WORK/alpha.kc"
+[ "$(stat -c %a "$WORK/alpha.kc")" = 600 ] || fail "kubeconfig file mode is $(stat -c %a "$WORK/alpha.kc"), want 600"
+endpoint=$("$OI" cluster get alpha -o json | sed -n 's/.*"endpoint": "\(.*\)".*/\1/p')
+case $endpoint in https://10.214.0.14:*) ok "endpoint $endpoint is on the public hypervisor" ;; *) fail "endpoint $endpoint" ;; esac
+grep -q "server: $endpoint" "$WORK/alpha.kc" || fail "kubeconfig does not point at $endpoint"
+[ "$(kubectl --kubeconfig "$WORK/alpha.kc" get --raw /readyz)" = ok ] || fail "/readyz is not ok"
+ok "/readyz through the ingress: ok"
+kubectl --kubeconfig "$WORK/alpha.kc" create namespace x >/dev/null
+kubectl --kubeconfig "$WORK/alpha.kc" get ns -o name | grep -qx namespace/x || fail "namespace x not listed"
+ok "kubectl create namespace x; kubectl get ns lists it"
+retry 60 endpoints_port_is "$WORK/alpha.kc" "${endpoint##*:}" || fail "the kubernetes endpoints do not name the ingress"
+ok "default/kubernetes endpoints name the ingress"
+replicas=$("$OI" component list --cluster alpha -o json | grep -c '"id": "alpha/kube-apiserver-')
+[ "$replicas" = 3 ] || fail "$replicas API servers, want 3"
+hvs=$("$OI" component list --cluster alpha -o json | grep -A2 '"id": "alpha/etcd-' | sed -n 's/.*"hypervisor": "\(.*\)".*/\1/p' | sort -u | wc -l)
+[ "$hvs" = 3 ] || fail "etcd members on $hvs hypervisors, want 3 (spread)"
+ok "3 replicas spread over 3 private hypervisors"
+
+step "two clusters created at once both become ready, and are isolated"
+start=$SECONDS
+"$OI" cluster create beta --kubernetes-version 1.20.2 --wait --timeout 5m >"$WORK/beta.create" 2>&1 &
+b=$!
+"$OI" cluster create gamma --kubernetes-version 1.20.2 --wait --timeout 5m >"$WORK/gamma.create" 2>&1 &
+g=$!
+wait $b || { cat "$WORK/beta.create"; fail "beta did not become ready"; }
+wait $g || { cat "$WORK/gamma.create"; fail "gamma did not become ready"; }
+ok "beta and gamma ready in $((SECONDS - start)) s"
+for c in beta gamma; do
+  "$OI" cluster kubeconfig "$c" -f "$WORK/$c.kc"
+  readyz "$WORK/$c.kc" || fail "$c /readyz"
+done
+gamma_server=$(sed -n 's/^ *server: //p' "$WORK/gamma.kc")
+# beta's credentials against gamma: gamma's serving CA is not beta's ...
+if kubectl --kubeconfig "$WORK/beta.kc" --server "$gamma_server" get ns >"$WORK/iso1" 2>&1; then
+  fail "beta's kubeconfig reached gamma"
+fi
+grep -qi "certificate" "$WORK/iso1" || { cat "$WORK/iso1"; fail "expected a certificate error"; }
+# ... and even without checking the server, gamma refuses beta's client certificate.
+if kubectl --kubeconfig "$WORK/beta.kc" --server "$gamma_server" --insecure-skip-tls-verify get ns >"$WORK/iso2" 2>&1; then
+  fail "gamma accepted beta's client certificate"
+fi
+grep -qi "unauthorized\|must be logged in" "$WORK/iso2" || { cat "$WORK/iso2"; fail "expected Unauthorized"; }
+ok "beta's admin kubeconfig is refused by gamma (server CA and client certificate)"
+kubectl --kubeconfig "$WORK/beta.kc" get ns -o name | grep -q namespace/x && fail "namespace x leaked into beta"
+ok "namespace x exists only in alpha"
+
+step "restart the coordinator (kill -9): zero container restarts"
+before=$(our_tasks)
+[ -n "$before" ] || fail "no running containers found"
+kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
+sleep 2
+bash "$BED/up.sh" >/dev/null
+retry 60 all_connected || fail "agents did not reconnect"
+for c in alpha beta gamma; do retry 60 ready_phase "$c" || fail "$c not ready after the restart"; done
+sleep 15 # a few agent resyncs
+after=$(our_tasks)
+[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed across the coordinator restart"; }
+ok "$(echo "$before" | wc -l) containers: same ids and processes after the restart"
+readyz "$WORK/alpha.kc" || fail "alpha /readyz after the restart"
+kubectl --kubeconfig "$WORK/alpha.kc" get ns -o name | grep -qx namespace/x || fail "alpha lost namespace x"
+ok "alpha still serves, with its data"
+
+step "delete: no container, file or port of a cluster is left on any hypervisor"
+ports_of() { # listening TCP ports in the bed's port range, per hypervisor
+  local hv
+  for hv in "${HVS[@]}"; do
+    nsenter --net="/run/netns/oie-$hv" ss -ltnH | awk -v hv="$hv" '{n = split($4, a, ":"); p = a[n]} p >= 30000 && p <= 30999 {print hv, p}'
+  done | sort -u
+}
+"$OI" cluster delete beta
+if "$OI" cluster get beta >/dev/null 2>&1; then fail "beta still exists"; fi
+rc=0; "$OI" cluster get beta >/dev/null 2>&1 || rc=$?
+[ $rc = 3 ] || fail "oi cluster get of a deleted cluster exits $rc, want 3 (not found)"
+retry 60 no_containers_of '^beta/' || fail "containers of beta are left"
+ok "no container of beta is left"
+for c in alpha gamma; do readyz "$WORK/$c.kc" || fail "$c stopped answering when beta was deleted"; done
+ok "alpha and gamma keep answering"
+"$OI" cluster delete alpha
+"$OI" cluster delete gamma
+retry 90 no_containers_of . || { our_containers >&2; fail "containers are left after deleting every cluster"; }
+ok "no container of ours is left on any hypervisor"
+retry 30 no_component_dirs || { ls -R "$OI_BED_DIR"/agents/*/state/components >&2; fail "component files are left"; }
+ok "no component directory (keys, configs, etcd data) is left"
+left=$(ports_of)
+[ -z "$left" ] || { echo "$left" >&2; fail "ports still listening"; }
+ok "no host port of a cluster is listening"
+"$OI" hypervisor list -o json | grep -q '"components": [1-9]' && fail "hypervisors still hold components"
+[ "$("$OI" cluster list -o json | tr -d ' \n')" = "[]" ] || fail "clusters left"
+ok "the coordinator holds no cluster and no component"
+
+echo
+echo "e2e: $passed checks passed"
