@@ -3,11 +3,15 @@
 #   1. format and lint
 #   2. unit tests and the in-process integration tests (real QUIC + mTLS,
 #      fake container runtime)
-#   3. real-stack tests against containerd (installs what it needs; root)
+#   3. real stack (root; installs what it needs): the agent against
+#      containerd, rendered control planes from Kubernetes built from
+#      Debian's source, and end to end (tests/real/run.sh)
+#   4. packaging: systemd units, sysusers/tmpfiles, .deb packages
+#      (tests/packaging.sh; installs cargo-deb)
 # Set OI_TIERS to run a subset, e.g. OI_TIERS="unit" or OI_TIERS="lint unit".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tiers=${OI_TIERS:-"lint unit real"}
+tiers=${OI_TIERS:-"lint unit real package"}
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -27,13 +31,17 @@ for tier in $tiers; do
       cargo test --workspace
       ;;
     real)
-      if [ -x tests/real/run.sh ]; then
-        step "real-stack tests (containerd)"
-        bash tests/real/run.sh
-      else
-        step "real-stack tier: none yet"
-      fi
+      step "real stack: containerd, Kubernetes control planes, end to end"
+      bash tests/real/run.sh
       ;;
-    *) echo "unknown tier $tier (use lint, unit, real)" >&2; exit 2 ;;
+    package)
+      if ! command -v cargo-deb >/dev/null; then
+        step "installing cargo-deb"
+        cargo install --quiet --locked cargo-deb
+      fi
+      step "packaging: units, sysusers/tmpfiles, .deb packages"
+      bash tests/packaging.sh
+      ;;
+    *) echo "unknown tier $tier (use lint, unit, real, package)" >&2; exit 2 ;;
   esac
 done

@@ -79,6 +79,10 @@ fn main() -> Result<()> {
 
 async fn serve(config: oi_coordinator::config::Config) -> Result<()> {
     let mut running = Coordinator::start(config).await?;
+    // Ready: the store is open and every listener is bound.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "notify systemd of readiness");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install SIGTERM handler")?;
     tokio::select! {
@@ -86,6 +90,7 @@ async fn serve(config: oi_coordinator::config::Config) -> Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
         _ = running.wait() => anyhow::bail!("agent link stopped unexpectedly"),
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     running.shutdown().await;
     Ok(())
 }

@@ -1,27 +1,51 @@
 #!/usr/bin/env bash
-# Real-stack tier: the agent against a real containerd from the test bed.
-# Installs what it needs, builds and side-loads the test image, runs the
-# `real_containerd` tests, and tears everything down (also on failure).
+# Real-stack tier. Installs what it needs, and tears down what it starts
+# (also on failure):
+#   1. the agent against a real containerd (tests/tests/real_containerd.rs);
+#   2. rendered control planes run as host processes from the Kubernetes
+#      binaries built from Debian's source (tests/tests/render_host.rs);
+#   3. end to end: coordinator, hypervisors with their own containerd in
+#      their own network namespaces, clusters via `oi` and kubectl
+#      (tests/e2e/run.sh).
+# OI_REAL_PARTS selects parts, e.g. OI_REAL_PARTS="containerd e2e".
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "real tier: needs root (containerd)" >&2; exit 1; }
-
-export OI_BED_DIR=${OI_BED_DIR:-/tmp/oi-bed-real}
+parts=${OI_REAL_PARTS:-"containerd render e2e"}
 BED="$ROOT/tests/bed"
-cleanup() { "$BED/containerd.sh" teardown >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-cleanup
-
 bash "$ROOT/tests/setup.sh"
-SOCK=$("$BED/containerd.sh" start real1)
-mkdir -p "$OI_BED_DIR/images"
-"$BED/image.sh" build oi-test/busybox:1 "$OI_BED_DIR/images/busybox.tar" --cmd sh >/dev/null
-"$BED/image.sh" import "$OI_BED_DIR/images/busybox.tar" "$SOCK" >/dev/null
-
-export OI_REAL_CRI_SOCKET=$SOCK
-export OI_REAL_IMAGE=docker.io/oi-test/busybox:1
-(cd "$ROOT" && cargo build --quiet -p oi-agent)
-export OI_AGENT_BIN="$ROOT/target/debug/oi-agent"
 cd "$ROOT"
-cargo test -p oi-tests --test real_containerd -- --ignored --test-threads=1
+
+for part in $parts; do
+  case $part in
+  containerd)
+    echo "==> real: the agent against containerd"
+    (
+      export OI_BED_DIR=/tmp/oi-bed-real
+      cleanup() { "$BED/containerd.sh" teardown >/dev/null 2>&1 || true; }
+      trap cleanup EXIT
+      cleanup
+      SOCK=$("$BED/containerd.sh" start real1)
+      mkdir -p "$OI_BED_DIR/images"
+      "$BED/image.sh" build oi-test/busybox:1 "$OI_BED_DIR/images/busybox.tar" --cmd sh >/dev/null
+      "$BED/image.sh" import "$OI_BED_DIR/images/busybox.tar" "$SOCK" >/dev/null
+      cargo build --quiet -p oi-agent --bins
+      OI_REAL_CRI_SOCKET=$SOCK OI_REAL_IMAGE=docker.io/oi-test/busybox:1 \
+        OI_AGENT_BIN="$ROOT/target/debug/oi-agent" \
+        cargo test -p oi-tests --test real_containerd -- --ignored --test-threads=1
+    )
+    ;;
+  render)
+    echo "==> real: rendered control planes as host processes (Kubernetes from Debian's source)"
+    OI_K8S_BIN=$("$BED/kubernetes.sh" build)
+    export OI_K8S_BIN
+    cargo test -p oi-tests --test render_host -- --ignored --test-threads=1
+    ;;
+  e2e)
+    echo "==> real: end to end"
+    bash "$ROOT/tests/e2e/run.sh"
+    ;;
+  *) echo "unknown part $part (use containerd, render, e2e)" >&2; exit 2 ;;
+  esac
+done

@@ -467,11 +467,18 @@ async fn agent_kill9_and_sigterm_restart_nothing() {
     )
     .unwrap();
     let bin = std::env::var("OI_AGENT_BIN").expect("OI_AGENT_BIN: run through tests/real/run.sh");
+    // systemd Type=notify: READY=1 once supervising, before any link.
+    let notify_path = bed.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let spawn = || {
         std::process::Command::new(&bin)
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -487,6 +494,9 @@ async fn agent_kill9_and_sigterm_restart_nothing() {
     };
 
     let mut child = spawn();
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 from the agent");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     eventually("agent registered", || c.hypervisor("hv-real").is_some()).await;
     c.upsert_component("hv-real", web("steady", 31085))
         .await
