@@ -349,6 +349,43 @@ impl Coordinator {
         }
     }
 
+    /// Places an existing cluster again from its current allocation: slots
+    /// on hypervisors that are gone (or no longer fit) are replaced, the rest
+    /// stay. Used when a hypervisor is removed.
+    pub async fn reschedule_cluster(&self, name: &str) -> Result<(), OpError> {
+        let _clusters = self.inner.cluster_lock.lock().await;
+        let mut record = self
+            .inner
+            .store
+            .get_cluster(name)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        let mut secrets = ClusterSecrets::decode(name, &record.secrets)?;
+        match self.place(&record.spec, &mut secrets, record.allocation.as_ref()) {
+            Ok((allocation, changes)) => {
+                record.secrets = secrets.encode()?;
+                record.allocation = Some(allocation);
+                record.pending_reason.clear();
+                self.commit_cluster(&record, false, changes).await
+            }
+            Err(PlaceError::NoRoom(why)) => {
+                // Nowhere to go: unplace it; it is retried as pending.
+                let changes = self
+                    .inner
+                    .index
+                    .component_ids(name)
+                    .into_iter()
+                    .map(|component_id| PlacementChange::Remove { component_id })
+                    .collect();
+                record.allocation = None;
+                record.pending_reason = why;
+                self.commit_cluster(&record, false, changes).await
+            }
+            Err(PlaceError::Fatal(e)) => Err(e),
+        }
+    }
+
     /// Tries to place every pending cluster once.
     pub async fn place_pending(&self) {
         let Ok(records) = self.inner.store.list_clusters().await else {
