@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine, when
-# absent: protoc (for the CRI types), and the test bed's packages.
+# absent: protoc and the well-known protos (for the CRI and etcd API types),
+# and the test bed's packages.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 missing=()
-for pkg in protobuf-compiler curl; do
+for pkg in protobuf-compiler libprotobuf-dev curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -6,7 +6,7 @@
 //! The decisions are the pure functions of `crate::cluster` (validation,
 //! scheduling, rendering, status); this file is the shell around them.
 
-use crate::cluster::model::{Allocation, ClusterSpec};
+use crate::cluster::model::{Allocation, ClusterSpec, EtcdJoin};
 use crate::cluster::pki::{ClusterPki, ReplicaCerts};
 use crate::cluster::render::{self, RenderInput};
 use crate::cluster::schedule::{self, HypervisorInfo, Snapshot};
@@ -29,12 +29,12 @@ pub struct ClusterSecrets {
 }
 
 impl ClusterSecrets {
-    fn encode(&self) -> Result<Vec<u8>, OpError> {
+    pub(crate) fn encode(&self) -> Result<Vec<u8>, OpError> {
         serde_json::to_vec(self)
             .map_err(|e| OpError::Internal(format!("encode cluster secrets: {e}")))
     }
 
-    fn decode(name: &str, bytes: &[u8]) -> Result<Self, OpError> {
+    pub(crate) fn decode(name: &str, bytes: &[u8]) -> Result<Self, OpError> {
         serde_json::from_slice(bytes)
             .map_err(|e| OpError::Internal(format!("decode secrets of cluster {name}: {e}")))
     }
@@ -86,14 +86,62 @@ impl Coordinator {
         Snapshot::from_placements(hypervisors, &placements, cluster)
     }
 
-    /// Schedules and renders `spec`, issuing leaves for new replicas into
-    /// `secrets`. Returns the allocation and the placement changes.
-    fn place(
+    /// Schedules `replicas` replicas of `spec` and renders them, issuing
+    /// leaves for new replicas into `secrets`. Returns the allocation and
+    /// the placement changes.
+    pub(crate) fn place(
         &self,
         spec: &ClusterSpec,
         secrets: &mut ClusterSecrets,
         current: Option<&Allocation>,
+        replicas: u32,
     ) -> Result<(Allocation, Vec<PlacementChange>), PlaceError> {
+        let allocation = self.schedule_slots(spec, current, replicas)?;
+        let changes = self.render_changes(spec, secrets, current, &allocation)?;
+        Ok((allocation, changes))
+    }
+
+    /// Where `replicas` replicas of `spec` go. New replicas of a new cluster
+    /// bootstrap etcd together; a replica added to a placed cluster joins it
+    /// (its member must be added as a learner before it is committed).
+    pub(crate) fn schedule_slots(
+        &self,
+        spec: &ClusterSpec,
+        current: Option<&Allocation>,
+        replicas: u32,
+    ) -> Result<Allocation, PlaceError> {
+        let inner = &self.inner;
+        let request = schedule::Request {
+            replicas,
+            replica: render::replica_resources(inner.profile),
+            ingress: render::ingress_resources(inner.profile),
+            current: current.cloned(),
+        };
+        let mut allocation = schedule::schedule(&self.snapshot(&spec.name), &request)
+            .map_err(|e| PlaceError::NoRoom(e.to_string()))?;
+        let everyone = render::etcd::initial_cluster(&spec.name, &allocation.replicas);
+        for slot in allocation.replicas.iter_mut() {
+            if slot.etcd.initial_cluster.is_empty() {
+                slot.etcd = EtcdJoin {
+                    initial_cluster: everyone.clone(),
+                    existing: current.is_some(),
+                    pending: current.is_some(),
+                };
+            }
+        }
+        Ok(allocation)
+    }
+
+    /// Renders `allocation`: every component of the cluster, and the
+    /// removal of those it no longer has. Leaves are issued for replicas
+    /// that are new or moved; kept replicas keep theirs (and their specs).
+    pub(crate) fn render_changes(
+        &self,
+        spec: &ClusterSpec,
+        secrets: &mut ClusterSecrets,
+        current: Option<&Allocation>,
+        allocation: &Allocation,
+    ) -> Result<Vec<PlacementChange>, PlaceError> {
         let inner = &self.inner;
         let release = inner.matrix.get(&spec.kubernetes_version).ok_or_else(|| {
             PlaceError::Fatal(OpError::Invalid(format!(
@@ -101,15 +149,6 @@ impl Coordinator {
                 spec.kubernetes_version
             )))
         })?;
-        let request = schedule::Request {
-            replicas: spec.replicas,
-            replica: render::replica_resources(inner.profile),
-            ingress: render::ingress_resources(inner.profile),
-            current: current.cloned(),
-        };
-        let allocation = schedule::schedule(&self.snapshot(&spec.name), &request)
-            .map_err(|e| PlaceError::NoRoom(e.to_string()))?;
-        // Leaves for replicas that are new or moved; kept ones stay as they are.
         let keep: BTreeMap<u32, ReplicaCerts> = std::mem::take(&mut secrets.replicas)
             .into_iter()
             .filter(|(i, _)| {
@@ -117,9 +156,9 @@ impl Coordinator {
                 // unchanged: both are in the certificates' SANs.
                 current.is_some_and(|c| {
                     c.ingress == allocation.ingress
-                        && c.replicas
-                            .iter()
-                            .any(|r| r.index == *i && allocation.replicas.contains(r))
+                        && c.replicas.iter().any(|r| {
+                            r.index == *i && allocation.replicas.iter().any(|n| same_place(r, n))
+                        })
                 })
             })
             .collect();
@@ -128,7 +167,7 @@ impl Coordinator {
             if !secrets.replicas.contains_key(&slot.index) {
                 let certs = secrets
                     .pki
-                    .issue_replica(spec, &allocation, slot)
+                    .issue_replica(spec, allocation, slot)
                     .map_err(|e| {
                         PlaceError::Fatal(OpError::Internal(format!("issue certificates: {e:#}")))
                     })?;
@@ -140,7 +179,7 @@ impl Coordinator {
             release,
             pki: &secrets.pki,
             replica_certs: &secrets.replicas,
-            allocation: &allocation,
+            allocation,
             profile: inner.profile,
         })
         .map_err(|e| PlaceError::Fatal(OpError::Internal(format!("render cluster: {e}"))))?;
@@ -166,12 +205,12 @@ impl Coordinator {
                 changes.push(PlacementChange::Remove { component_id: id });
             }
         }
-        Ok((allocation, changes))
+        Ok(changes)
     }
 
     /// Writes a cluster record and its placement changes, then tells the
     /// affected agents.
-    async fn commit_cluster(
+    pub(crate) async fn commit_cluster(
         &self,
         record: &ClusterRecord,
         create: bool,
@@ -216,11 +255,12 @@ impl Coordinator {
             pki,
             replicas: BTreeMap::new(),
         };
-        let (allocation, pending_reason, changes) = match self.place(&spec, &mut secrets, None) {
-            Ok((a, changes)) => (Some(a), String::new(), changes),
-            Err(PlaceError::NoRoom(why)) => (None, why, Vec::new()),
-            Err(PlaceError::Fatal(e)) => return Err(e),
-        };
+        let (allocation, pending_reason, changes) =
+            match self.place(&spec, &mut secrets, None, spec.replicas) {
+                Ok((a, changes)) => (Some(a), String::new(), changes),
+                Err(PlaceError::NoRoom(why)) => (None, why, Vec::new()),
+                Err(PlaceError::Fatal(e)) => return Err(e),
+            };
         let record = ClusterRecord {
             spec,
             secrets: secrets.encode()?,
@@ -349,43 +389,6 @@ impl Coordinator {
         }
     }
 
-    /// Places an existing cluster again from its current allocation: slots
-    /// on hypervisors that are gone (or no longer fit) are replaced, the rest
-    /// stay. Used when a hypervisor is removed.
-    pub async fn reschedule_cluster(&self, name: &str) -> Result<(), OpError> {
-        let _clusters = self.inner.cluster_lock.lock().await;
-        let mut record = self
-            .inner
-            .store
-            .get_cluster(name)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
-        let mut secrets = ClusterSecrets::decode(name, &record.secrets)?;
-        match self.place(&record.spec, &mut secrets, record.allocation.as_ref()) {
-            Ok((allocation, changes)) => {
-                record.secrets = secrets.encode()?;
-                record.allocation = Some(allocation);
-                record.pending_reason.clear();
-                self.commit_cluster(&record, false, changes).await
-            }
-            Err(PlaceError::NoRoom(why)) => {
-                // Nowhere to go: unplace it; it is retried as pending.
-                let changes = self
-                    .inner
-                    .index
-                    .component_ids(name)
-                    .into_iter()
-                    .map(|component_id| PlacementChange::Remove { component_id })
-                    .collect();
-                record.allocation = None;
-                record.pending_reason = why;
-                self.commit_cluster(&record, false, changes).await
-            }
-            Err(PlaceError::Fatal(e)) => Err(e),
-        }
-    }
-
     /// Tries to place every pending cluster once.
     pub async fn place_pending(&self) {
         let Ok(records) = self.inner.store.list_clusters().await else {
@@ -408,7 +411,7 @@ impl Coordinator {
                     continue;
                 }
             };
-            match self.place(&record.spec, &mut secrets, None) {
+            match self.place(&record.spec, &mut secrets, None, record.spec.replicas) {
                 Ok((allocation, changes)) => {
                     let Ok(encoded) = secrets.encode() else {
                         continue;
@@ -437,13 +440,25 @@ impl Coordinator {
     }
 }
 
-enum PlaceError {
+/// Same replica in the same place (hypervisor, address, ports).
+fn same_place(
+    a: &crate::cluster::model::ReplicaSlot,
+    b: &crate::cluster::model::ReplicaSlot,
+) -> bool {
+    a.index == b.index
+        && a.hypervisor == b.hypervisor
+        && a.address == b.address
+        && a.ports == b.ports
+}
+
+pub(crate) enum PlaceError {
     /// The fleet has no room now; the reason says which role lacks what.
     NoRoom(String),
     Fatal(OpError),
 }
 
-/// Retries pending clusters every `period` until `shutdown` flips.
+/// Every `period` until `shutdown` flips: places pending clusters, and
+/// takes one replica step for clusters that are scaling.
 pub(crate) async fn retry_pending(
     coordinator: Coordinator,
     period: Duration,
@@ -452,7 +467,10 @@ pub(crate) async fn retry_pending(
     loop {
         tokio::select! {
             _ = crate::stopped(&mut shutdown) => return,
-            _ = tokio::time::sleep(period) => coordinator.place_pending().await,
+            _ = tokio::time::sleep(period) => {
+                coordinator.place_pending().await;
+                coordinator.reconcile_replicas().await;
+            }
         }
     }
 }

@@ -318,15 +318,6 @@ impl Index {
         out.sort();
         out
     }
-
-    /// Open connections, to close them on shutdown.
-    pub fn connections(&self) -> Vec<quinn::Connection> {
-        self.lock()
-            .hypervisors
-            .values()
-            .filter_map(|e| e.connection.clone())
-            .collect()
-    }
 }
 
 fn view(e: &Entry) -> HypervisorView {

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod clusters;
 pub mod config;
 pub mod coordinator;
+pub mod etcd_admin;
 pub mod http;
 pub mod index;
 pub mod link;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod operations;
 pub mod ops;
 pub mod pki;
+pub mod scaling;
 pub mod seal;
 pub mod store;
 

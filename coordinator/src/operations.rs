@@ -34,12 +34,20 @@ impl Operations for Coordinator {
         }
         spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
+        let mut scaled = existing.spec.clone();
+        scaled.replicas = spec.replicas;
+        if scaled == spec {
+            self.set_replicas(&spec.name, spec.replicas).await?;
+            return Ok((
+                Coordinator::get_cluster(self, &spec.name).await?,
+                ApplyOutcome::Updated,
+            ));
+        }
         let changed: Vec<&str> = [
             (
                 "kubernetesVersion",
                 existing.spec.kubernetes_version != spec.kubernetes_version,
             ),
-            ("replicas", existing.spec.replicas != spec.replicas),
             (
                 "serviceCidr",
                 existing.spec.service_cidr != spec.service_cidr,
@@ -54,8 +62,8 @@ impl Operations for Coordinator {
         .filter_map(|(f, c)| c.then_some(f))
         .collect();
         Err(OpError::FailedPrecondition(format!(
-            "cluster {:?} exists and changing {} of an existing cluster is not supported by this \
-             coordinator; nothing was changed",
+            "cluster {:?} exists, and {} of an existing cluster cannot be changed here (only \
+             replicas can); nothing was changed",
             spec.name,
             changed.join(", ")
         )))

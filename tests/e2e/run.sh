@@ -140,6 +140,39 @@ ok "beta's admin kubeconfig is refused by gamma (server CA and client certificat
 kubectl --kubeconfig "$WORK/beta.kc" get ns -o name | grep -q namespace/x && fail "namespace x leaked into beta"
 ok "namespace x exists only in alpha"
 
+step "scale beta 1 -> 3 -> 1: etcd members join and leave one at a time, nothing of replica 0 restarts"
+kubectl --kubeconfig "$WORK/beta.kc" create namespace kept >/dev/null
+beta0() { # tasks of beta's replica 0 (etcd, apiserver, controller-manager, scheduler)
+  local hv
+  hv=$("$OI" component list --cluster beta -o json | grep -A2 '"id": "beta/etcd-0"' | sed -n 's/.*"hypervisor": "\(.*\)".*/\1/p')
+  for id in $(ctr_hv "$hv" containers ls -q 'labels."oneinfra.io/component"~="^beta/.*-0$"'); do
+    ctr_hv "$hv" tasks ls | awk -v id="$id" '$1 == id {print $1, $2}'
+  done | sort
+}
+beta_running() { # N: beta has N components, all running and ready
+  local json
+  json=$("$OI" component list --cluster beta -o json)
+  [ "$(grep -c '"id"' <<<"$json")" = "$1" ] && [ "$(grep -c '"ready": true' <<<"$json")" = "$1" ]
+}
+zero_before=$(beta0)
+printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 3\n' >"$WORK/beta.yaml"
+"$OI" apply -f "$WORK/beta.yaml" | grep -qx "cluster/beta updated" || fail "oi apply did not update beta"
+start=$SECONDS
+retry 240 beta_running 13 || { "$OI" component list --cluster beta >&2; fail "beta did not reach 3 ready replicas"; }
+ok "beta scaled to 3 replicas in $((SECONDS - start)) s"
+retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after scaling up"
+kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data while scaling up"
+[ "$(beta0)" = "$zero_before" ] || fail "replica 0 of beta restarted while scaling up"
+ok "replica 0 untouched, data kept"
+printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 1\n' >"$WORK/beta.yaml"
+"$OI" apply -f "$WORK/beta.yaml" >/dev/null
+retry 120 beta_running 5 || { "$OI" component list --cluster beta >&2; fail "beta did not scale back to 1"; }
+retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after scaling down"
+kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data while scaling down"
+[ "$(beta0)" = "$zero_before" ] || fail "replica 0 of beta restarted while scaling down"
+retry 60 no_containers_of '^beta/.*-[12]$' || fail "containers of removed beta replicas are left"
+ok "beta back to 1 replica: removed replicas left nothing, replica 0 untouched"
+
 step "restart the coordinator (kill -9): zero container restarts"
 before=$(our_tasks)
 [ -n "$before" ] || fail "no running containers found"

@@ -106,6 +106,7 @@ fn allocation(replicas: u32) -> Allocation {
             .map(|i| {
                 let at = i as usize * ReplicaPorts::COUNT;
                 ReplicaSlot {
+                    etcd: Default::default(),
                     index: i,
                     hypervisor: format!("hv-{i}"),
                     address: "127.0.0.1".into(),

@@ -3,6 +3,7 @@
 //! rendering of exact pod specs, and status.
 
 pub mod kubeconfig;
+pub mod membership;
 pub mod model;
 pub mod pki;
 pub mod render;

@@ -242,6 +242,26 @@ pub struct ReplicaSlot {
     /// The hypervisor's address.
     pub address: String,
     pub ports: ReplicaPorts,
+    /// How its etcd member first joined; fixed when the replica is added.
+    #[serde(default)]
+    pub etcd: EtcdJoin,
+}
+
+/// The bootstrap flags of one etcd member. etcd reads them only on its
+/// first start, but they are part of the member's spec: they are fixed when
+/// the replica is added and never change afterwards (a change would restart
+/// the member for nothing).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdJoin {
+    /// `--initial-cluster`: `name=peer-url` of every member it starts with.
+    /// Empty until the coordinator fills it in.
+    pub initial_cluster: String,
+    /// `--initial-cluster-state=existing`: joins a running cluster (as a
+    /// learner, promoted once in sync) instead of bootstrapping a new one.
+    pub existing: bool,
+    /// Added as a learner and not promoted yet (not rendered).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// The ingress (haproxy) on a public hypervisor.

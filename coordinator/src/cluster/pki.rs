@@ -473,6 +473,7 @@ pub(crate) mod tests {
         Allocation {
             replicas: (0..replicas)
                 .map(|i| ReplicaSlot {
+                    etcd: Default::default(),
                     index: i,
                     hypervisor: format!("hv-{i}"),
                     address: format!("192.0.2.{}", 10 + i),

@@ -191,6 +191,7 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
         let ports = ReplicaPorts::from_slice(&fleet.lowest_free_ports(h, ReplicaPorts::COUNT))
             .expect("pick checked that enough ports are free");
         slots.push(ReplicaSlot {
+            etcd: Default::default(),
             index,
             hypervisor: h.name.clone(),
             address: h.address.clone(),
@@ -507,6 +508,7 @@ mod tests {
         let snap = fleet(vec![public("pa"), private("b"), public("pc"), private("d")]);
         let got = schedule(&snap, &request(2)).unwrap();
         let slot = |index, name: &str| ReplicaSlot {
+            etcd: Default::default(),
             index,
             hypervisor: name.into(),
             address: format!("{name}.example"),
@@ -768,6 +770,7 @@ mod tests {
             public("q"),
         ];
         let slot = |index, name: &str, first| ReplicaSlot {
+            etcd: Default::default(),
             index,
             hypervisor: name.into(),
             address: format!("{name}.example"),
@@ -962,6 +965,7 @@ mod tests {
     #[test]
     fn no_room_errors_say_what_is_missing_where() {
         let kept = |index, name: &str| ReplicaSlot {
+            etcd: Default::default(),
             index,
             hypervisor: name.into(),
             address: format!("{name}.example"),
@@ -1133,6 +1137,7 @@ mod tests {
         let placements = [("a".to_string(), &on_a), ("p".to_string(), &on_p)];
         let current = Allocation {
             replicas: vec![ReplicaSlot {
+                etcd: Default::default(),
                 index: 0,
                 hypervisor: "a".into(),
                 address: "a.example".into(),

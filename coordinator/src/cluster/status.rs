@@ -219,6 +219,7 @@ mod tests {
     fn alloc() -> Allocation {
         Allocation {
             replicas: vec![ReplicaSlot {
+                etcd: Default::default(),
                 index: 0,
                 hypervisor: "hv-a".into(),
                 address: "10.0.0.1".into(),

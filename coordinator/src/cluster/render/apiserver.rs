@@ -48,12 +48,10 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
     let sa_pub = files.public("pki/sa.pub", &pki.service_account.public_pem);
     let sa_key = files.secret("pki/sa.key", pki.service_account.private.expose());
 
-    // Own etcd member first, then the others by slot index.
-    let etcd_servers = std::iter::once(slot)
-        .chain(ctx.slots.iter().copied().filter(|s| s.index != slot.index))
-        .map(|s| client_url(&s.address, s.ports.etcd_client))
-        .collect::<Vec<_>>()
-        .join(",");
+    // Only its own member, like kubeadm's stacked control planes: adding or
+    // removing replicas never changes (and restarts) an API server, and the
+    // ingress routes around a replica whose etcd is down.
+    let etcd_servers = client_url("127.0.0.1", slot.ports.etcd_client);
 
     let mut f = Flags::default();
     f.set("advertise-address", &ctx.input.allocation.ingress.address)

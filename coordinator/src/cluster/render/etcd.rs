@@ -2,13 +2,16 @@
 //! (etcd peer CA), data on the persistent `data` mount, plain-HTTP metrics
 //! and `/health` on 127.0.0.1 for the probe.
 //!
-//! Membership is a static bootstrap: every member is listed in
-//! `--initial-cluster` and starts with `--initial-cluster-state=new`. etcd
-//! ignores both once its data directory holds a member, so restarts are
-//! safe; adding a replica to a running cluster (member add as learner,
-//! then `existing`) is a later step.
+//! Membership: the members of a new cluster bootstrap together (every one
+//! in `--initial-cluster`, state `new`); a replica added later joins the
+//! running cluster (`existing`, added as a learner first by the
+//! coordinator). Both flags come from the slot's [`EtcdJoin`](crate::cluster::model::EtcdJoin), fixed when
+//! the replica was added, so membership changes never change (and restart)
+//! the other members. A slot without one (a fresh rendering) bootstraps
+//! with every slot.
 
 use super::{host_port, k8s_mount, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
+use crate::cluster::model::ReplicaSlot;
 use crate::cluster::pki::etcd_member_name;
 use crate::cluster::versions::bin;
 use oi_proto::model::{Component, Container, Mount, PodSpec, Scheme};
@@ -23,11 +26,11 @@ const DENSE_QUOTA_BACKEND_BYTES: u64 = 512 * 1024 * 1024;
 const SNAPSHOT_COUNT: u32 = 10_000;
 const DENSE_SNAPSHOT_COUNT: u32 = 2_500;
 
-pub(super) fn peer_url(address: &str, port: u16) -> String {
+pub fn peer_url(address: &str, port: u16) -> String {
     format!("https://{}", host_port(address, port))
 }
 
-pub(super) fn client_url(address: &str, port: u16) -> String {
+pub fn client_url(address: &str, port: u16) -> String {
     format!("https://{}", host_port(address, port))
 }
 
@@ -57,6 +60,24 @@ pub(super) fn client_trust_bundle(ctx: &Ctx<'_>) -> String {
     )
 }
 
+/// `--initial-cluster` for members on `slots`: `name=peer-url,...`.
+pub fn initial_cluster<'a>(
+    cluster: &str,
+    slots: impl IntoIterator<Item = &'a ReplicaSlot>,
+) -> String {
+    slots
+        .into_iter()
+        .map(|s| {
+            format!(
+                "{}={}",
+                etcd_member_name(cluster, s.index),
+                peer_url(&s.address, s.ports.etcd_peer)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
     let slot = r.slot;
     let ports = &slot.ports;
@@ -69,18 +90,19 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
     let client_ca = files.public("pki/etcd/client-ca.crt", &client_trust_bundle(ctx));
     let peer_ca = files.public("pki/etcd/peer-ca.crt", &pki.etcd_peer_ca.cert_pem);
 
-    let initial_cluster = ctx
-        .slots
-        .iter()
-        .map(|s| {
-            format!(
-                "{}={}",
-                etcd_member_name(ctx.cluster(), s.index),
-                peer_url(&s.address, s.ports.etcd_peer)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let (initial_cluster, state) = if slot.etcd.initial_cluster.is_empty() {
+        (
+            initial_cluster(ctx.cluster(), ctx.slots.iter().copied()),
+            "new",
+        )
+    } else {
+        let state = if slot.etcd.existing {
+            "existing"
+        } else {
+            "new"
+        };
+        (slot.etcd.initial_cluster.clone(), state)
+    };
 
     let mut f = Flags::default();
     f.set("name", etcd_member_name(ctx.cluster(), slot.index))
@@ -111,7 +133,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
             format!("http://{}", host_port("127.0.0.1", ports.etcd_metrics)),
         )
         .set("initial-cluster", initial_cluster)
-        .set("initial-cluster-state", "new")
+        .set("initial-cluster-state", state)
         .set("initial-cluster-token", ctx.cluster())
         .set("snapshot-count", SNAPSHOT_COUNT);
     if ctx.profile() == super::Profile::Dense {

@@ -25,7 +25,7 @@
 
 mod apiserver;
 mod controller_manager;
-mod etcd;
+pub mod etcd;
 mod haproxy;
 mod scheduler;
 
@@ -235,9 +235,12 @@ impl<'a> Ctx<'a> {
         self.input.profile
     }
 
-    /// Leader election is only needed when replicas run side by side.
+    /// Leader election is needed when replicas run side by side. Default
+    /// keeps it on with one replica too, so that scaling never changes (and
+    /// restarts) a running controller-manager or scheduler; Dense saves its
+    /// lease writes while there is one replica.
     pub fn leader_elect(&self) -> bool {
-        self.slots.len() > 1
+        self.slots.len() > 1 || self.profile() == Profile::Default
     }
 
     pub fn id(&self, kind: Kind, index: u32) -> String {

@@ -265,7 +265,7 @@ fn every_path_flag_names_a_rendered_file_or_mount() {
 }
 
 #[test]
-fn etcd_and_apiserver_know_every_replica() {
+fn etcd_knows_every_member_and_the_apiserver_its_own() {
     let fx = Fixture::new("1.20.2", 3);
     let placed = fx.render(Profile::Default);
     let etcd = find(&placed, "c1/etcd-1");
@@ -313,9 +313,11 @@ fn etcd_and_apiserver_know_every_replica() {
     assert_eq!(peer_ca.content, fx.pki.etcd_peer_ca.cert_pem.as_bytes());
 
     let api = find(&placed, "c1/kube-apiserver-2");
+    // An API server talks to its own member only: replicas come and go
+    // without restarting it.
     assert_eq!(
         flag(api, "etcd-servers").unwrap(),
-        format!("{},{},{}", client(2), client(0), client(1))
+        format!("https://127.0.0.1:{}", r[2].ports.etcd_client)
     );
     assert_eq!(flag(api, "advertise-address"), Some("198.51.100.7"));
     assert_eq!(flag(api, "bind-address"), Some("0.0.0.0"));
@@ -360,9 +362,13 @@ fn etcd_and_apiserver_know_every_replica() {
 
 #[test]
 fn controller_manager_and_scheduler_use_their_own_identities() {
-    for (replicas, elect) in [(1, "false"), (3, "true")] {
+    for (replicas, profile, elect) in [
+        (1, Profile::Default, "true"),
+        (1, Profile::Dense, "false"),
+        (3, Profile::Dense, "true"),
+    ] {
         let fx = Fixture::new("1.20.2", replicas);
-        let placed = fx.render(Profile::Default);
+        let placed = fx.render(profile);
         let port = fx.allocation.replicas[0].ports.apiserver;
         for (id, conf, cn) in [
             (
