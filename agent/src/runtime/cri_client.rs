@@ -144,3 +144,41 @@ impl CriClient {
         Ok(version)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gRPC server that serves nothing: every call is "Unimplemented", as
+    /// on a containerd whose CRI plugin is disabled.
+    async fn no_cri(socket: &Path) -> tokio::task::JoinHandle<()> {
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_routes(tonic::service::Routes::default())
+                .serve_with_incoming(incoming)
+                .await;
+        })
+    }
+
+    #[tokio::test]
+    async fn a_runtime_without_cri_is_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let server = no_cri(&socket).await;
+        let err = CriClient::new(&socket).unwrap().check().await.unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, CriError::NotCri { .. }), "{err:?}");
+        assert!(text.contains(&socket.display().to_string()), "{text}");
+        assert!(text.contains("CRI plugin is missing or disabled"), "{text}");
+        assert!(text.contains("disabled_plugins"), "{text}");
+        server.abort();
+
+        // Nothing listening: the socket is named, with a hint.
+        let missing = dir.path().join("absent.sock");
+        let err = CriClient::new(&missing).unwrap().check().await.unwrap_err();
+        assert!(matches!(err, CriError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains("is containerd running"), "{err}");
+    }
+}
