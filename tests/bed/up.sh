@@ -79,6 +79,9 @@ api_listen = "0.0.0.0:$API_PORT"
 metrics_listen = "$METRICS"
 server_names = ["$COORD_ADDR", "localhost", "127.0.0.1"]
 TOML
+  if [ -n "${OI_COORD_PROFILE:-}" ]; then
+    echo "profile = \"$OI_COORD_PROFILE\"" >>"$COORD_DIR/config.toml"
+  fi
   if [ "$COORD_IMAGE_REPOSITORY" = 1 ]; then
     echo "image_repository = \"$IMAGE_REPO\"" >>"$COORD_DIR/config.toml"
   fi
@@ -115,6 +118,9 @@ pki_dir = "$dir/pki"
 state_dir = "$dir/state"
 cri_socket = "$("$HERE/containerd.sh" sock "$name")"
 TOML
+  if [ -n "${OI_AGENT_CPU_MILLIS:-}" ]; then
+    echo "cpu_millis = $OI_AGENT_CPU_MILLIS" >>"$dir/config.toml"
+  fi
   setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" "$BIN/oi-agent" --config "$dir/config.toml" \
     >"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
