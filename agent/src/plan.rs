@@ -2,8 +2,11 @@
 //! the runtime reports (`observed`) toward the placement (`desired`).
 //!
 //! Rules:
-//! * a desired component with no pod, or a pod of another spec hash, is
+//! * a desired component with no pod, or a pod of another pod hash, is
 //!   created (which replaces the old pod);
+//! * a pod whose files differ from the spec's (only possible for reloadable
+//!   pods, whose pod hash leaves file contents out) gets its files rewritten
+//!   and its containers' reload commands run;
 //! * a container of a matching pod that exited is restarted once its
 //!   crash-loop backoff ([`crate::backoff`]) has passed; one that is missing
 //!   or was created but never started is started;
@@ -24,6 +27,8 @@ pub enum Action {
     Create { id: String },
     /// Start a new attempt of one container.
     Restart { id: String, container: String },
+    /// Rewrite the files and run the reload commands.
+    SyncFiles { id: String },
     /// Remove a pod that is no longer desired.
     Remove { id: String },
 }
@@ -78,12 +83,15 @@ pub fn plan(
             }
         }
         let pod = match by_id.get(id.as_str()) {
-            Some(pod) if pod.spec_hash == hash => pod,
+            Some(pod) if pod.pod_hash == component.pod_hash() => pod,
             _ => {
                 out.actions.push(Action::Create { id: id.clone() });
                 continue;
             }
         };
+        if pod.files_hash != component.files_hash() {
+            out.actions.push(Action::SyncFiles { id: id.clone() });
+        }
         for spec in &component.pod.containers {
             let restart = Action::Restart {
                 id: id.clone(),
@@ -155,7 +163,8 @@ mod tests {
     fn pod(c: &Component, state: ContainerState, attempt: u32) -> ObservedPod {
         ObservedPod {
             component_id: c.id.clone(),
-            spec_hash: c.spec_hash(),
+            pod_hash: c.pod_hash(),
+            files_hash: c.files_hash(),
             generation: 1,
             containers: vec![ObservedContainer {
                 name: "main".into(),
@@ -279,6 +288,38 @@ mod tests {
             assert_eq!(got.actions, want, "{what}");
             assert_eq!(got.wake_at_ms, wake, "{what}");
         }
+    }
+
+    #[test]
+    fn reloadable_pods_sync_files_in_place() {
+        let mut a = comp("a", "1");
+        a.pod.containers[0].reload = vec!["/bin/sh".into(), "-c".into(), "kill -USR2 1".into()];
+        a.pod.files.push(oi_proto::model::File {
+            path: "cfg/haproxy.cfg".into(),
+            mode: 0o644,
+            content: b"backend one".to_vec(),
+        });
+        let running = pod(&a, ContainerState::Running, 0);
+        let mut b = a.clone();
+        b.pod.files[0].content = b"backend one two".to_vec();
+        let got = plan(
+            &desired(vec![b.clone()]),
+            &[running.clone()],
+            &HashMap::new(),
+            5_000,
+        );
+        assert_eq!(got.actions, vec![Action::SyncFiles { id: "a".into() }]);
+        // Not reloadable: the same change replaces the pod.
+        b.pod.containers[0].reload.clear();
+        let mut old = a.clone();
+        old.pod.containers[0].reload.clear();
+        let got = plan(
+            &desired(vec![b]),
+            &[pod(&old, ContainerState::Running, 0)],
+            &HashMap::new(),
+            5_000,
+        );
+        assert_eq!(got.actions, vec![create("a")]);
     }
 
     #[test]

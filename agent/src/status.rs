@@ -11,6 +11,7 @@ use std::time::Duration;
 /// What the prober knows about one container of one spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeView {
+    /// The pod hash of the pod it probes.
     pub spec_hash: String,
     /// The latest result; `at_unix_ms` is when it last changed.
     pub result: ProbeResult,
@@ -40,7 +41,10 @@ pub fn compute(
             spec_hash: hash.clone(),
             ..Default::default()
         };
-        let pod = by_id.get(id.as_str()).filter(|p| p.spec_hash == hash);
+        let pod = by_id
+            .get(id.as_str())
+            .filter(|p| p.pod_hash == component.pod_hash());
+        let files_synced = pod.is_some_and(|p| p.files_hash == component.files_hash());
         let failure = failures.get(id).filter(|f| f.spec_hash == hash);
         let Some(pod) = pod else {
             match failure {
@@ -111,7 +115,7 @@ pub fn compute(
                     if spec.probe.is_some() {
                         match probes
                             .get(&(id.clone(), spec.name.clone()))
-                            .filter(|p| p.spec_hash == hash)
+                            .filter(|p| p.spec_hash == component.pod_hash())
                         {
                             Some(p) => {
                                 cs.probe = Some(p.result.clone());
@@ -124,7 +128,11 @@ pub fn compute(
             }
             s.containers.push(cs);
         }
-        if all_running {
+        if all_running && !files_synced {
+            s.phase = Phase::Pending;
+            s.reason = "Reloading".into();
+            s.message = "writing the new files and reloading".into();
+        } else if all_running {
             s.phase = Phase::Running;
             s.ready = ready;
             if !ready {
@@ -187,7 +195,8 @@ mod tests {
     fn pod(c: &Component, state: ContainerState, attempt: u32) -> ObservedPod {
         ObservedPod {
             component_id: c.id.clone(),
-            spec_hash: c.spec_hash(),
+            pod_hash: c.pod_hash(),
+            files_hash: c.files_hash(),
             generation: 1,
             containers: vec![ObservedContainer {
                 name: "main".into(),
@@ -217,7 +226,7 @@ mod tests {
         let probes = HashMap::from([(
             ("a".to_string(), "main".to_string()),
             ProbeView {
-                spec_hash: c.spec_hash(),
+                spec_hash: c.pod_hash(),
                 result: ProbeResult {
                     ok: true,
                     detail: "HTTP 200".into(),

@@ -142,6 +142,11 @@ impl<R: Runtime> Supervisor<R> {
                         .await,
                 )
             }
+            Action::SyncFiles { id } => {
+                let c = &desired.components[id];
+                tracing::info!(component = %id, "files changed: rewriting them and reloading");
+                (id, self.runtime.sync_files(c).await)
+            }
             Action::Remove { id } => {
                 tracing::info!(component = %id, "removing pod that is no longer placed here");
                 (id, self.runtime.remove(id).await)
@@ -210,8 +215,8 @@ impl<R: Runtime> Supervisor<R> {
             let Some(c) = desired.components.get(&pod.component_id) else {
                 continue;
             };
-            let hash = c.spec_hash();
-            if pod.spec_hash != hash {
+            let hash = c.pod_hash();
+            if pod.pod_hash != hash {
                 continue;
             }
             for k in &c.pod.containers {

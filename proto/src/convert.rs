@@ -210,6 +210,7 @@ impl From<m::Container> for pb::Container {
             }),
             probe: c.probe.map(Into::into),
             run_as_user: c.run_as_user,
+            reload: c.reload,
         }
     }
 }
@@ -293,6 +294,7 @@ impl TryFrom<pb::Container> for m::Container {
             },
             probe: c.probe.map(TryInto::try_into).transpose()?,
             run_as_user: c.run_as_user,
+            reload: c.reload,
         })
     }
 }

@@ -136,6 +136,18 @@ impl Component {
     pub fn spec_hash(&self) -> String {
         self.pod.spec_hash()
     }
+
+    pub fn pod_hash(&self) -> String {
+        self.pod.pod_hash()
+    }
+
+    pub fn files_hash(&self) -> String {
+        self.pod.files_hash()
+    }
+}
+
+fn digest(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..10])
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,9 +162,36 @@ impl PodSpec {
     /// because every list keeps its given order and nothing is a map.
     pub fn spec_hash(&self) -> String {
         use prost::Message;
-        let encoded = crate::pb::PodSpec::from(self.clone()).encode_to_vec();
-        let digest = Sha256::digest(&encoded);
-        hex::encode(&digest[..10])
+        digest(&crate::pb::PodSpec::from(self.clone()).encode_to_vec())
+    }
+
+    /// Whether a change of file contents alone is applied by rewriting the
+    /// files and running each container's `reload` command.
+    pub fn reloadable(&self) -> bool {
+        !self.containers.is_empty() && self.containers.iter().all(|c| !c.reload.is_empty())
+    }
+
+    /// What the running pod must match, or be replaced: the whole spec, but
+    /// for a reloadable pod without the file contents.
+    pub fn pod_hash(&self) -> String {
+        if !self.reloadable() {
+            return self.spec_hash();
+        }
+        let mut shape = self.clone();
+        for f in &mut shape.files {
+            f.content.clear();
+        }
+        shape.spec_hash()
+    }
+
+    /// The files as written: paths, modes and contents.
+    pub fn files_hash(&self) -> String {
+        use prost::Message;
+        let files = crate::pb::PodSpec {
+            containers: vec![],
+            files: crate::pb::PodSpec::from(self.clone()).files,
+        };
+        digest(&files.encode_to_vec())
     }
 }
 
@@ -177,6 +216,10 @@ pub struct Container {
     /// Numeric user the container runs as; `None`: the image's user.
     #[serde(default)]
     pub run_as_user: Option<i64>,
+    /// Command run in the container after the pod's files changed (e.g.
+    /// signal a reload). Empty: a file change replaces the pod.
+    #[serde(default)]
+    pub reload: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +536,30 @@ mod tests {
         let mut c = a.clone();
         c.pod.files[0].content = b"other".to_vec();
         assert_ne!(a.spec_hash(), c.spec_hash());
+    }
+
+    #[test]
+    fn reloadable_pods_keep_their_pod_hash_when_only_contents_change() {
+        let a = comp("x", "img:1");
+        let mut b = a.clone();
+        b.pod.files[0].content = b"other".to_vec();
+        // Not reloadable: any change replaces the pod.
+        assert_ne!(a.pod_hash(), b.pod_hash());
+        let reload = |mut c: Component| {
+            c.pod.containers[0].reload = vec!["/bin/sh".into(), "-c".into(), "kill -HUP 1".into()];
+            c
+        };
+        let (a, b) = (reload(a), reload(b));
+        assert_eq!(a.pod_hash(), b.pod_hash());
+        assert_ne!(a.files_hash(), b.files_hash());
+        assert_ne!(a.spec_hash(), b.spec_hash());
+        // A new path or mode is a new shape.
+        let mut c = a.clone();
+        c.pod.files[0].mode = 0o644;
+        assert_ne!(a.pod_hash(), c.pod_hash());
+        let mut d = a.clone();
+        d.pod.containers[0].image = "img:2".into();
+        assert_ne!(a.pod_hash(), d.pod_hash());
     }
 
     #[test]

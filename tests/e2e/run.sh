@@ -154,6 +154,16 @@ beta_running() { # N: beta has N components, all running and ready
   json=$("$OI" component list --cluster beta -o json)
   [ "$(grep -c '"id"' <<<"$json")" = "$1" ] && [ "$(grep -c '"ready": true' <<<"$json")" = "$1" ]
 }
+beta_ingress() { # the ingress task of beta on the public hypervisor
+  local id
+  for id in $(ctr_hv hv-public-1 containers ls -q 'labels."oneinfra.io/component"=="beta/ingress"'); do
+    ctr_hv hv-public-1 tasks ls | awk -v id="$id" '$1 == id {print $1, $2}'
+  done | sort
+}
+backends() { # server lines in beta's haproxy config
+  grep -c '^ *server ' "$OI_BED_DIR"/agents/hv-public-1/state/components/beta_ingress-*/haproxy/haproxy.cfg
+}
+ingress_before=$(beta_ingress)
 zero_before=$(beta0)
 printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 3\n' >"$WORK/beta.yaml"
 "$OI" apply -f "$WORK/beta.yaml" | grep -qx "cluster/beta updated" || fail "oi apply did not update beta"
@@ -164,6 +174,9 @@ retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after scaling up"
 kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data while scaling up"
 [ "$(beta0)" = "$zero_before" ] || fail "replica 0 of beta restarted while scaling up"
 ok "replica 0 untouched, data kept"
+[ "$(backends)" = 3 ] || fail "beta's ingress has $(backends) backends, want 3"
+[ "$(beta_ingress)" = "$ingress_before" ] || fail "beta's ingress was replaced instead of reloaded"
+ok "the ingress reloaded in place with 3 backends"
 printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 1\n' >"$WORK/beta.yaml"
 "$OI" apply -f "$WORK/beta.yaml" >/dev/null
 retry 120 beta_running 5 || { "$OI" component list --cluster beta >&2; fail "beta did not scale back to 1"; }
@@ -171,7 +184,9 @@ retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after scaling down"
 kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data while scaling down"
 [ "$(beta0)" = "$zero_before" ] || fail "replica 0 of beta restarted while scaling down"
 retry 60 no_containers_of '^beta/.*-[12]$' || fail "containers of removed beta replicas are left"
-ok "beta back to 1 replica: removed replicas left nothing, replica 0 untouched"
+[ "$(backends)" = 1 ] || fail "beta's ingress has $(backends) backends, want 1"
+[ "$(beta_ingress)" = "$ingress_before" ] || fail "beta's ingress was replaced instead of reloaded"
+ok "beta back to 1 replica: removed replicas left nothing, replica 0 and the ingress untouched"
 
 step "restart the coordinator (kill -9): zero container restarts"
 before=$(our_tasks)

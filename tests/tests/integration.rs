@@ -147,6 +147,23 @@ async fn updates_reach_the_agent_and_same_spec_never_restarts() {
     assert_eq!(agent.runtime.create_count("x"), 2);
     assert_eq!(agent.runtime.remove_count("x"), 1);
 
+    // A reloadable pod whose file contents change is reloaded in place.
+    let mut r = component("r", "img:1");
+    r.pod.containers[0].reload = vec!["/bin/sh".into(), "-c".into(), "kill -HUP 1".into()];
+    c.upsert_component("hv-a", r.clone()).await.unwrap();
+    wait_for(&mut agent.handle.status, "r runs", |s| running(s, "r")).await;
+    r.pod.files[0].content = b"new backends".to_vec();
+    c.upsert_component("hv-a", r.clone()).await.unwrap();
+    let hash = r.spec_hash();
+    wait_for(&mut agent.handle.status, "r reloaded", |s| {
+        s.iter()
+            .any(|s| s.id == "r" && s.spec_hash == hash && s.phase == Phase::Running)
+    })
+    .await;
+    assert_eq!(agent.runtime.reload_count("r"), 1);
+    assert_eq!(agent.runtime.create_count("r"), 1, "reloaded, not replaced");
+    c.remove_component("r").await.unwrap();
+
     // Removal reaches the agent and removes the pod.
     c.remove_component("x").await.unwrap();
     wait_for(&mut agent.handle.placement, "x removed", |p| {

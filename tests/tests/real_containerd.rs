@@ -292,6 +292,65 @@ async fn create_replace_remove() {
     bed.cleanup(Some(agent)).await;
 }
 
+/// A reloadable pod: a change of its file contents rewrites the files and
+/// runs the reload command in the running container; nothing restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd: run tests/real/run.sh"]
+async fn file_changes_reload_reloadable_pods_in_place() {
+    let bed = Bed::new().await;
+    let c = bed.coord.coordinator.clone();
+    let mut agent = bed.agent().await;
+    let mut w = web("reload", 31086);
+    w.pod.containers[0].reload = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "cat /www/readyz > /tmp/reloaded-with".into(),
+    ];
+    c.upsert_component("hv-real", w.clone()).await.unwrap();
+    wait_for(&mut agent.status, "reload pod ready", |s| {
+        status(s, "reload").is_some_and(|c| c.phase == Phase::Running && c.ready)
+    })
+    .await;
+    let before = containers().await;
+
+    w.pod.files[0].content = b"ok v2\n".to_vec();
+    c.upsert_component("hv-real", w.clone()).await.unwrap();
+    let hash = w.spec_hash();
+    wait_for(&mut agent.status, "reloaded", |s| {
+        status(s, "reload").is_some_and(|c| c.spec_hash == hash && c.phase == Phase::Running)
+    })
+    .await;
+    assert_eq!(
+        containers().await,
+        before,
+        "same containers: reloaded, not replaced"
+    );
+    let cdir = bed
+        .state_dir()
+        .join("components")
+        .join(oi_agent::runtime::cri::dir_name("reload"));
+    assert_eq!(std::fs::read(cdir.join("www/readyz")).unwrap(), b"ok v2\n");
+    // The reload command ran in the container and saw the new file.
+    let (_, id, _) = before
+        .iter()
+        .find(|(comp, _, _)| comp == "reload")
+        .unwrap()
+        .clone();
+    let out = CriClient::new(&socket())
+        .unwrap()
+        .runtime()
+        .exec_sync(k8s_cri::v1::ExecSyncRequest {
+            container_id: id,
+            cmd: vec!["cat".into(), "/tmp/reloaded-with".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.stdout, b"ok v2\n");
+    bed.cleanup(Some(agent)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs containerd: run tests/real/run.sh"]
 async fn exited_containers_restart_with_backoff() {

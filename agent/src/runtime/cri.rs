@@ -22,6 +22,8 @@ pub const LABEL_SPEC_HASH: &str = "oneinfra.io/spec-hash";
 pub const LABEL_GENERATION: &str = "oneinfra.io/generation";
 pub const LABEL_CONTAINER: &str = "oneinfra.io/container";
 const NAMESPACE: &str = "oneinfra";
+/// In a component directory: the files hash of the files written there.
+const FILES_MARKER: &str = ".oneinfra-files";
 
 pub struct CriRuntime {
     client: CriClient,
@@ -182,14 +184,22 @@ impl CriRuntime {
                     .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
             }
         }
+        // Last: what was written, for `list` (never inside a mount).
+        oi_proto::fsutil::write_atomic(&dir.join(FILES_MARKER), c.files_hash().as_bytes(), 0o600)
+            .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
         Ok(dir)
+    }
+
+    /// The files hash recorded when the component's files were last written.
+    fn written_files_hash(&self, id: &str) -> String {
+        std::fs::read_to_string(self.component_dir(id).join(FILES_MARKER)).unwrap_or_default()
     }
 
     fn labels(c: &Component, generation: u64) -> HashMap<String, String> {
         HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_COMPONENT.to_string(), c.id.clone()),
-            (LABEL_SPEC_HASH.to_string(), c.spec_hash()),
+            (LABEL_SPEC_HASH.to_string(), c.pod_hash()),
             (LABEL_GENERATION.to_string(), generation.to_string()),
         ])
     }
@@ -199,7 +209,7 @@ impl CriRuntime {
         cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: dir.clone(),
-                uid: c.spec_hash(),
+                uid: c.pod_hash(),
                 namespace: NAMESPACE.into(),
                 attempt: 0,
             }),
@@ -492,10 +502,11 @@ impl Runtime for CriRuntime {
                 });
             }
             out.push(ObservedPod {
+                files_hash: self.written_files_hash(&id),
                 component_id: id,
                 // A sandbox that is not ready (e.g. after a host reboot) cannot
                 // run containers again: an empty hash makes the plan replace it.
-                spec_hash: if sandbox_ready {
+                pod_hash: if sandbox_ready {
                     sb.labels.get(LABEL_SPEC_HASH).cloned().unwrap_or_default()
                 } else {
                     String::new()
@@ -595,6 +606,59 @@ impl Runtime for CriRuntime {
                 .runtime()
                 .remove_container(cri::RemoveContainerRequest { container_id: c.id })
                 .await;
+        }
+        Ok(())
+    }
+
+    async fn sync_files(&self, component: &Component) -> Result<(), RuntimeError> {
+        self.write_files(component)?;
+        let sandboxes: Vec<String> = self
+            .our_sandboxes()
+            .await?
+            .into_iter()
+            .filter(|sb| sb.labels.get(LABEL_COMPONENT) == Some(&component.id))
+            .map(|sb| sb.id)
+            .collect();
+        let running: Vec<cri::Container> = self
+            .our_containers()
+            .await?
+            .into_iter()
+            .filter(|c| {
+                sandboxes.contains(&c.pod_sandbox_id)
+                    && c.state == cri::ContainerState::ContainerRunning as i32
+            })
+            .collect();
+        for spec in component
+            .pod
+            .containers
+            .iter()
+            .filter(|k| !k.reload.is_empty())
+        {
+            let Some(c) = running
+                .iter()
+                .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == spec.name))
+            else {
+                continue; // not running: it reads the new files when it starts
+            };
+            let out = self
+                .client
+                .runtime()
+                .exec_sync(cri::ExecSyncRequest {
+                    container_id: c.id.clone(),
+                    cmd: spec.reload.clone(),
+                    timeout: 30,
+                })
+                .await
+                .map_err(|s| self.client.err("ExecSync", "RuntimeService", s))?
+                .into_inner();
+            if out.exit_code != 0 {
+                return Err(RuntimeError::Other(format!(
+                    "reload command of container {} exited with {}: {}",
+                    spec.name,
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
         }
         Ok(())
     }

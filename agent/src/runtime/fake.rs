@@ -12,6 +12,7 @@ struct State {
     pods: BTreeMap<String, ObservedPod>,
     creates: HashMap<String, u32>,
     removes: HashMap<String, u32>,
+    reloads: HashMap<String, u32>,
     missing_images: BTreeSet<String>,
 }
 
@@ -47,6 +48,11 @@ impl FakeRuntime {
 
     pub fn remove_count(&self, id: &str) -> u32 {
         self.lock().removes.get(id).copied().unwrap_or(0)
+    }
+
+    /// How often the files of `id` were synced in place (reloads).
+    pub fn reload_count(&self, id: &str) -> u32 {
+        self.lock().reloads.get(id).copied().unwrap_or(0)
     }
 
     /// Makes `image` absent and unpullable.
@@ -102,7 +108,8 @@ impl Runtime for FakeRuntime {
             component.id.clone(),
             ObservedPod {
                 component_id: component.id.clone(),
-                spec_hash: component.spec_hash(),
+                pod_hash: component.pod_hash(),
+                files_hash: component.files_hash(),
                 generation,
                 containers: component
                     .pod
@@ -153,6 +160,17 @@ impl Runtime for FakeRuntime {
                 previous_exit: None,
             }),
         }
+        Ok(())
+    }
+
+    async fn sync_files(&self, component: &Component) -> Result<(), RuntimeError> {
+        let mut st = self.lock();
+        let pod = st
+            .pods
+            .get_mut(&component.id)
+            .ok_or_else(|| RuntimeError::NotFound(format!("pod {}", component.id)))?;
+        pod.files_hash = component.files_hash();
+        *st.reloads.entry(component.id.clone()).or_default() += 1;
         Ok(())
     }
 

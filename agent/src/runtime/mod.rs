@@ -62,8 +62,11 @@ pub struct ObservedContainer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedPod {
     pub component_id: String,
-    /// Spec hash label; empty when the sandbox can no longer run containers.
-    pub spec_hash: String,
+    /// The pod hash label ([`oi_proto::model::PodSpec::pod_hash`]); empty
+    /// when the sandbox can no longer run containers.
+    pub pod_hash: String,
+    /// Hash of the files last written for it; empty when unknown.
+    pub files_hash: String,
     pub generation: u64,
     pub containers: Vec<ObservedContainer>,
 }
@@ -86,6 +89,10 @@ pub trait Runtime: Send + Sync + 'static {
         container: &str,
         generation: u64,
     ) -> Result<(), RuntimeError>;
+
+    /// Rewrites the component's files and runs each container's `reload`
+    /// command in its running container.
+    async fn sync_files(&self, component: &Component) -> Result<(), RuntimeError>;
 
     /// Stops and removes the component's pod and its files.
     async fn remove(&self, component_id: &str) -> Result<(), RuntimeError>;

@@ -114,6 +114,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                 resources: size.resources(),
                 probe: Some(probe(Scheme::Https, slot.ports.apiserver, "/readyz")),
                 run_as_user: ROOT,
+                reload: vec![],
             }],
             files: files.into_vec(),
         },

@@ -96,6 +96,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                     "/healthz",
                 )),
                 run_as_user: ROOT,
+                reload: vec![],
             }],
             files: files.into_vec(),
         },

@@ -169,6 +169,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                 resources: size.resources(),
                 probe: Some(probe(Scheme::Http, ports.etcd_metrics, "/health")),
                 run_as_user: ROOT,
+                reload: vec![],
             }],
             files: files.into_vec(),
         },

@@ -66,6 +66,9 @@ pub(super) fn config(ctx: &Ctx<'_>) -> String {
     s
 }
 
+/// Reloads haproxy in master-worker mode: SIGUSR2 to the master.
+pub const RELOAD: [&str; 3] = ["/bin/sh", "-c", "kill -USR2 1"];
+
 pub(super) fn render(ctx: &Ctx<'_>) -> Component {
     let ingress = &ctx.input.allocation.ingress;
     let size = sizing(Kind::Haproxy, ctx.profile());
@@ -97,6 +100,10 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Component {
                 // The upstream image runs as `haproxy`, but the component
                 // directory is root's (0700).
                 run_as_user: ROOT,
+                // A new backend list is a new config file: the agent writes
+                // it and the master (PID 1, `-W`) reloads, so connections
+                // through the ingress are not cut.
+                reload: RELOAD.iter().map(|s| s.to_string()).collect(),
             }],
             files: vec![File {
                 path: format!("{CONFIG_SOURCE}/haproxy.cfg"),

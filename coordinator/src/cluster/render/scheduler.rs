@@ -41,6 +41,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                 resources: size.resources(),
                 probe: Some(probe(Scheme::Https, slot.ports.scheduler, "/healthz")),
                 run_as_user: ROOT,
+                reload: vec![],
             }],
             files: files.into_vec(),
         },
