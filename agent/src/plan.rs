@@ -304,7 +304,7 @@ mod tests {
         b.pod.files[0].content = b"backend one two".to_vec();
         let got = plan(
             &desired(vec![b.clone()]),
-            &[running.clone()],
+            std::slice::from_ref(&running),
             &HashMap::new(),
             5_000,
         );
