@@ -1,0 +1,154 @@
+//! `oi-bench coordinator`: the real coordinator (`Coordinator::start`, the
+//! same runtime setup as `oi-coordinator serve`) in its own process, plus
+//! the localhost control endpoint of [`crate::control`].
+
+use crate::control::{bench_component, Stats, WriteReply};
+use crate::sys::mono_ns;
+use anyhow::{bail, Context, Result};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use oi_coordinator::config::RawConfig;
+use oi_coordinator::coordinator::Coordinator;
+use oi_coordinator::index::LinkState;
+use oi_coordinator::store::PlacementChange;
+use serde::Deserialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct CoordinatorArgs {
+    /// Data directory (store, link CA).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// UDP address of the agent link.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// TCP address of the control endpoint.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Join/accept rate limit (connections per second). The coordinator has
+    /// none yet: this is the hook to compare once it exists.
+    #[arg(long)]
+    pub accept_rate: Option<u32>,
+}
+
+pub fn main(args: CoordinatorArgs) -> Result<()> {
+    // As `oi-coordinator serve`: the default multi-threaded runtime.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: CoordinatorArgs) -> Result<()> {
+    let raw = RawConfig {
+        data_dir: Some(args.data_dir.clone()),
+        listen: Some(args.listen.to_string()),
+        metrics_listen: Some("127.0.0.1:0".into()),
+        ..RawConfig::default()
+    };
+    let config = raw.validate().context("build coordinator configuration")?;
+    if let Some(rate) = args.accept_rate {
+        // HOOK: once the coordinator limits joins/accepts, set its config
+        // field from `rate` here and drop this refusal.
+        bail!(
+            "--accept-rate {rate}: this coordinator has no join/accept rate limit yet; \
+             wire it in bench/src/coordinator_proc.rs once it exists"
+        );
+    }
+    let running = Coordinator::start(config)
+        .await
+        .context("start coordinator")?;
+    let app = Router::new()
+        .route("/stats", get(stats))
+        .route("/upsert", post(upsert))
+        .route("/fanout", post(fanout))
+        .with_state(running.coordinator.clone());
+    let listener = tokio::net::TcpListener::bind(args.control)
+        .await
+        .with_context(|| format!("bind control endpoint {}", args.control))?;
+    let control = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "READY link={} control={control}", running.link_addr)?;
+        out.flush()?;
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
+    tokio::select! {
+        r = axum::serve(listener, app) => r.context("serve control endpoint")?,
+        _ = term.recv() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+type Reply<T> = Result<Json<T>, (StatusCode, String)>;
+
+fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn stats(State(c): State<Coordinator>) -> Reply<Stats> {
+    let views = c.hypervisors();
+    let (heap_live_bytes, heap_allocs) = crate::sys::heap();
+    Ok(Json(Stats {
+        epoch: c.epoch().to_string(),
+        hypervisors: views.len(),
+        connected: views
+            .iter()
+            .filter(|v| matches!(v.link, LinkState::Connected { .. }))
+            .count(),
+        heap_live_bytes,
+        heap_allocs,
+    }))
+}
+
+#[derive(Deserialize)]
+struct UpsertQuery {
+    hv: String,
+    tag: String,
+}
+
+async fn upsert(State(c): State<Coordinator>, Query(q): Query<UpsertQuery>) -> Reply<WriteReply> {
+    let start = mono_ns();
+    let generations = c
+        .upsert_component(&q.hv, bench_component(&q.hv, &q.tag))
+        .await
+        .map_err(internal)?;
+    let done_ns = mono_ns();
+    Ok(Json(WriteReply {
+        done_ns,
+        write_ns: done_ns - start,
+        generations,
+    }))
+}
+
+#[derive(Deserialize)]
+struct FanoutQuery {
+    tag: String,
+}
+
+/// One write that changes every hypervisor's placement.
+async fn fanout(State(c): State<Coordinator>, Query(q): Query<FanoutQuery>) -> Reply<WriteReply> {
+    let changes: Vec<PlacementChange> = c
+        .hypervisors()
+        .into_iter()
+        .map(|v| PlacementChange::Upsert {
+            component: bench_component(&v.record.name, &q.tag),
+            hypervisor: v.record.name,
+        })
+        .collect();
+    let start = mono_ns();
+    let generations = c.write_placement(changes).await.map_err(internal)?;
+    let done_ns = mono_ns();
+    Ok(Json(WriteReply {
+        done_ns,
+        write_ns: done_ns - start,
+        generations,
+    }))
+}
