@@ -44,7 +44,19 @@ impl CoordProc {
             .append(true)
             .open(log)
             .with_context(|| format!("open {}", log.display()))?;
-        let mut cmd = tokio::process::Command::new(exe);
+        // OI_BENCH_COORD_WRAP="heaptrack -o /tmp/h" runs the coordinator
+        // under a profiler (the /proc figures then describe the wrapper).
+        let wrap: Vec<String> = std::env::var("OI_BENCH_COORD_WRAP")
+            .map(|w| w.split_whitespace().map(String::from).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrap.split_first() {
+            Some((prog, rest)) => {
+                let mut c = tokio::process::Command::new(prog);
+                c.args(rest).arg(exe);
+                c
+            }
+            None => tokio::process::Command::new(exe),
+        };
         cmd.arg("coordinator")
             .arg("--data-dir")
             .arg(data_dir)
@@ -64,16 +76,36 @@ impl CoordProc {
         let pid = child.id().ok_or_else(|| anyhow!("coordinator exited at once"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-            .await
-            .map_err(|_| anyhow!("coordinator not ready within 120 s; see {}", log.display()))?
-            .context("read coordinator stdout")?;
-        let Some((link, control)) = line.as_deref().and_then(parse_ready) else {
-            bail!(
-                "coordinator did not start (said {line:?}); see {}",
+        // A wrapper may print first: skip lines until READY.
+        let ready = tokio::time::timeout(Duration::from_secs(120), async {
+            let mut said = Vec::new();
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addrs) = parse_ready(&line) {
+                    return Ok(Ok(addrs));
+                }
+                said.push(line);
+            }
+            Ok::<_, std::io::Error>(Err(said))
+        })
+        .await
+        .map_err(|_| anyhow!("coordinator not ready within 120 s; see {}", log.display()))?
+        .context("read coordinator stdout")?;
+        let (link, control) = match ready {
+            Ok(addrs) => addrs,
+            Err(said) => bail!(
+                "coordinator did not start (said {said:?}); see {}",
                 log.display()
-            );
+            ),
         };
+        // Under a wrapper, measure and signal the coordinator itself.
+        let pid = if wrap.is_empty() {
+            pid
+        } else {
+            descendant_named(pid, "oi-bench")
+                .ok_or_else(|| anyhow!("no oi-bench process under wrapper pid {pid}"))?
+        };
+        // Keep draining its stdout so that a chatty wrapper never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             child,
             pid,
@@ -84,7 +116,10 @@ impl CoordProc {
 
     /// SIGKILL, and reap it.
     pub async fn kill9(mut self) -> Result<()> {
-        self.child.start_kill().context("kill -9 coordinator")?;
+        // SAFETY: kill(2) on the coordinator we started.
+        if unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) } != 0 {
+            bail!("kill -9 {}: {}", self.pid, std::io::Error::last_os_error());
+        }
         self.child.wait().await.context("reap coordinator")?;
         Ok(())
     }
@@ -93,7 +128,8 @@ impl CoordProc {
     pub async fn stop(mut self) -> Result<()> {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
-        match tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await {
+        // A profiling wrapper may take a while to write its data.
+        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
             Ok(r) => {
                 r.context("wait for coordinator")?;
             }
@@ -104,6 +140,23 @@ impl CoordProc {
         }
         Ok(())
     }
+}
+
+/// The first process named `comm` below `pid`, breadth first.
+fn descendant_named(pid: u32, comm: &str) -> Option<u32> {
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(p) = queue.pop_front() {
+        let name = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        if p != pid && name.trim() == comm {
+            return Some(p);
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task")).ok()?;
+        for t in tasks.flatten() {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            queue.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
