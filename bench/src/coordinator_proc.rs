@@ -33,6 +33,10 @@ pub struct CoordinatorArgs {
     /// none yet: this is the hook to compare once it exists.
     #[arg(long)]
     pub accept_rate: Option<u32>,
+    /// Experiment: receive/send buffer (bytes) to set on the link's UDP
+    /// socket after start (the coordinator leaves the kernel default).
+    #[arg(long)]
+    pub link_sockbuf: Option<usize>,
 }
 
 pub fn main(args: CoordinatorArgs) -> Result<()> {
@@ -63,6 +67,12 @@ async fn serve(args: CoordinatorArgs) -> Result<()> {
     let running = Coordinator::start(config)
         .await
         .context("start coordinator")?;
+    if let Some(bytes) = args.link_sockbuf {
+        let fd = crate::sys::udp_fd_bound_to(running.link_addr.port())
+            .context("find the link's UDP socket")?;
+        let (r, s) = crate::sys::set_fd_buffers(fd, bytes);
+        tracing::warn!(rcvbuf = r, sndbuf = s, "experiment: link socket buffers set");
+    }
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/upsert", post(upsert))

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod coordinator_proc;
 pub mod fleet;
+pub mod footprint;
 pub mod procfs;
 pub mod stats;
 pub mod sys;

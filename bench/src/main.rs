@@ -20,6 +20,8 @@ enum Command {
     /// The coordinator under test, with a localhost control endpoint (run
     /// by `fleet`).
     Coordinator(oi_bench::coordinator_proc::CoordinatorArgs),
+    /// RSS and idle CPU of the real oi-agent against a real containerd.
+    AgentFootprint(oi_bench::footprint::FootprintArgs),
 }
 
 fn main() -> Result<()> {
@@ -33,5 +35,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Fleet(a) => oi_bench::fleet::main(a),
         Command::Coordinator(a) => oi_bench::coordinator_proc::main(a),
+        Command::AgentFootprint(a) => oi_bench::footprint::main(a),
     }
 }

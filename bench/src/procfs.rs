@@ -79,6 +79,8 @@ pub struct Window {
     pub end: Sample,
     pub max_rss_kib: u64,
     pub mcpu: f64,
+    /// CPU ticks used in the window (the resolution of `mcpu`).
+    pub ticks: u64,
     pub elapsed: Duration,
 }
 
@@ -100,6 +102,7 @@ pub async fn watch(pid: u32, length: Duration) -> Result<Window> {
         end: last,
         max_rss_kib: max_rss,
         mcpu: mcpu(last.cpu_ticks - first.cpu_ticks, elapsed, tps),
+        ticks: last.cpu_ticks - first.cpu_ticks,
         elapsed,
     })
 }

@@ -45,7 +45,52 @@ pub fn raise_nofile(want: u64) -> Result<u64> {
 /// caps it at net.core.[rw]mem_max) and returns what it granted.
 pub fn set_udp_buffers(sock: &std::net::UdpSocket, bytes: usize) -> (usize, usize) {
     use std::os::fd::AsRawFd;
-    let fd = sock.as_raw_fd();
+    set_fd_buffers(sock.as_raw_fd(), bytes)
+}
+
+/// The file descriptor of this process's IPv4 UDP socket bound to `port`.
+pub fn udp_fd_bound_to(port: u16) -> Option<libc::c_int> {
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<libc::c_int>() else {
+            continue;
+        };
+        let mut ty: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt/getsockname write into values we own; on a
+        // descriptor that is not a socket they fail and we skip it.
+        let is_udp = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_TYPE,
+                &mut ty as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            ) == 0
+                && ty == libc::SOCK_DGRAM
+        };
+        if !is_udp {
+            continue;
+        }
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut alen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: as above.
+        let ok = unsafe {
+            libc::getsockname(
+                fd,
+                &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+                &mut alen,
+            ) == 0
+        };
+        if ok && addr.sin_family as libc::c_int == libc::AF_INET && u16::from_be(addr.sin_port) == port
+        {
+            return Some(fd);
+        }
+    }
+    None
+}
+
+/// [`set_udp_buffers`] on a raw descriptor.
+pub fn set_fd_buffers(fd: libc::c_int, bytes: usize) -> (usize, usize) {
     let set = |opt| {
         let v = bytes as libc::c_int;
         // SAFETY: setsockopt reads an int we own.
@@ -141,6 +186,8 @@ mod tests {
         let now = raise_nofile(64).unwrap();
         assert!(now >= 64);
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        assert_eq!(udp_fd_bound_to(port), Some(std::os::fd::AsRawFd::as_raw_fd(&sock)));
         let (r, s) = set_udp_buffers(&sock, 1 << 20);
         // Linux doubles the request for bookkeeping; it never grants less
         // than the default here.

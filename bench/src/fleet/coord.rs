@@ -36,6 +36,7 @@ impl CoordProc {
         data_dir: &Path,
         listen: SocketAddr,
         accept_rate: Option<u32>,
+        link_sockbuf: Option<usize>,
         log: &Path,
     ) -> Result<Self> {
         let exe = std::env::current_exe().context("find the oi-bench executable")?;
@@ -66,6 +67,9 @@ impl CoordProc {
             .stdout(Stdio::piped())
             .stderr(log_file)
             .kill_on_drop(true);
+        if let Some(bytes) = link_sockbuf {
+            cmd.arg("--link-sockbuf").arg(bytes.to_string());
+        }
         if let Some(rate) = accept_rate {
             cmd.arg("--accept-rate").arg(rate.to_string());
         }

@@ -46,6 +46,10 @@ pub struct FleetArgs {
     /// coordinator has none yet, so this is refused for now).
     #[arg(long)]
     pub accept_rate: Option<u32>,
+    /// Experiment: set the coordinator link socket's buffers to this many
+    /// bytes (capped by net.core.rmem_max / wmem_max).
+    #[arg(long)]
+    pub link_sockbuf: Option<usize>,
     /// Bound on every wait (connect, converge), seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
@@ -227,7 +231,7 @@ async fn run(args: FleetArgs) -> Result<()> {
     eprintln!("fleet: issued {n} certificates in {:.1} s", report.cert_issue_s);
 
     let any: SocketAddr = "127.0.0.1:0".parse()?;
-    let coord = CoordProc::spawn(&data_dir, any, args.accept_rate, &log).await?;
+    let coord = CoordProc::spawn(&data_dir, any, args.accept_rate, args.link_sockbuf, &log).await?;
     let link = coord.link;
     tokio::time::sleep(Duration::from_secs(3)).await;
     report.baseline = mem_point(&coord).await?;
@@ -475,7 +479,7 @@ async fn storm(
     }
     let kill_ns = mono_ns();
     coord.kill9().await?;
-    let coord = CoordProc::spawn(data_dir, link, args.accept_rate, log).await?;
+    let coord = CoordProc::spawn(data_dir, link, args.accept_rate, args.link_sockbuf, log).await?;
     let ready_ns = mono_ns();
     eprintln!(
         "fleet: killed and restarted the coordinator (pid {}) in {:.2} s",
