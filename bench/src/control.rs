@@ -24,11 +24,16 @@ pub struct WriteReply {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Stats {
     pub epoch: String,
-    pub hypervisors: usize,
+    /// Agents with an established link (the coordinator's gauge).
     pub connected: usize,
     /// Live heap bytes and allocation calls of the coordinator process.
     pub heap_live_bytes: u64,
     pub heap_allocs: u64,
+}
+
+/// Name of simulated agent `i` (and of its hypervisor).
+pub fn agent_name(i: usize) -> String {
+    format!("bench-hv-{i:05}")
 }
 
 /// The component every write puts on a hypervisor: one container with a

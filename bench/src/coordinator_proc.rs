@@ -2,7 +2,7 @@
 //! same runtime setup as `oi-coordinator serve`) in its own process, plus
 //! the localhost control endpoint of [`crate::control`].
 
-use crate::control::{bench_component, Stats, WriteReply};
+use crate::control::{agent_name, bench_component, Stats, WriteReply};
 use crate::sys::mono_ns;
 use anyhow::{bail, Context, Result};
 use axum::extract::{Query, State};
@@ -11,7 +11,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use oi_coordinator::config::RawConfig;
 use oi_coordinator::coordinator::Coordinator;
-use oi_coordinator::index::LinkState;
 use oi_coordinator::store::PlacementChange;
 use serde::Deserialize;
 use std::io::Write;
@@ -71,12 +70,17 @@ async fn serve(args: CoordinatorArgs) -> Result<()> {
         let fd = crate::sys::udp_fd_bound_to(running.link_addr.port())
             .context("find the link's UDP socket")?;
         let (r, s) = crate::sys::set_fd_buffers(fd, bytes);
-        tracing::warn!(rcvbuf = r, sndbuf = s, "experiment: link socket buffers set");
+        tracing::warn!(
+            rcvbuf = r,
+            sndbuf = s,
+            "experiment: link socket buffers set"
+        );
     }
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/upsert", post(upsert))
         .route("/fanout", post(fanout))
+        .route("/balloon", post(balloon))
         .with_state(running.coordinator.clone());
     let listener = tokio::net::TcpListener::bind(args.control)
         .await
@@ -84,7 +88,14 @@ async fn serve(args: CoordinatorArgs) -> Result<()> {
     let control = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "READY link={} control={control}", running.link_addr)?;
+        let metrics = running
+            .metrics_addr
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        writeln!(
+            out,
+            "READY link={} control={control} metrics={metrics}",
+            running.link_addr
+        )?;
         out.flush()?;
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -103,16 +114,13 @@ fn internal(e: impl std::fmt::Display) -> (StatusCode, String) {
     (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+/// Cheap on purpose: copying every hypervisor's view would leave freed
+/// memory in the allocator that the next RSS reading would count.
 async fn stats(State(c): State<Coordinator>) -> Reply<Stats> {
-    let views = c.hypervisors();
     let (heap_live_bytes, heap_allocs) = crate::sys::heap();
     Ok(Json(Stats {
         epoch: c.epoch().to_string(),
-        hypervisors: views.len(),
-        connected: views
-            .iter()
-            .filter(|v| matches!(v.link, LinkState::Connected { .. }))
-            .count(),
+        connected: c.metrics().connected_agents.get().max(0) as usize,
         heap_live_bytes,
         heap_allocs,
     }))
@@ -141,16 +149,19 @@ async fn upsert(State(c): State<Coordinator>, Query(q): Query<UpsertQuery>) -> R
 #[derive(Deserialize)]
 struct FanoutQuery {
     tag: String,
+    /// The fleet's size: hypervisors are `agent_name(0..n)`.
+    n: usize,
 }
 
 /// One write that changes every hypervisor's placement.
 async fn fanout(State(c): State<Coordinator>, Query(q): Query<FanoutQuery>) -> Reply<WriteReply> {
-    let changes: Vec<PlacementChange> = c
-        .hypervisors()
-        .into_iter()
-        .map(|v| PlacementChange::Upsert {
-            component: bench_component(&v.record.name, &q.tag),
-            hypervisor: v.record.name,
+    let changes: Vec<PlacementChange> = (0..q.n)
+        .map(|i| {
+            let name = agent_name(i);
+            PlacementChange::Upsert {
+                component: bench_component(&name, &q.tag),
+                hypervisor: name,
+            }
         })
         .collect();
     let start = mono_ns();
@@ -160,5 +171,26 @@ async fn fanout(State(c): State<Coordinator>, Query(q): Query<FanoutQuery>) -> R
         done_ns,
         write_ns: done_ns - start,
         generations,
+    }))
+}
+
+#[derive(Deserialize)]
+struct BalloonQuery {
+    mib: usize,
+}
+
+/// Allocates, touches and frees `mib` MiB at once. Under a heap profiler
+/// this makes "now" the peak, so the profile's peak attributes the memory
+/// live at this moment (plus this balloon, easy to subtract).
+async fn balloon(Query(q): Query<BalloonQuery>) -> Reply<Stats> {
+    let v = vec![1u8; q.mib << 20];
+    std::hint::black_box(&v);
+    drop(v);
+    let (heap_live_bytes, heap_allocs) = crate::sys::heap();
+    Ok(Json(Stats {
+        epoch: String::new(),
+        connected: 0,
+        heap_live_bytes,
+        heap_allocs,
     }))
 }

@@ -84,11 +84,7 @@ pub fn footprint_component(i: usize, image: &str, probe: Option<(u16, u32)>) -> 
     let mut k = Container {
         name: "main".into(),
         image: image.into(),
-        command: vec![
-            "/bin/busybox".into(),
-            "sleep".into(),
-            "2147483647".into(),
-        ],
+        command: vec!["/bin/busybox".into(), "sleep".into(), "2147483647".into()],
         ..Default::default()
     };
     let mut files = vec![];
@@ -192,7 +188,11 @@ fn write_agent_files(dir: &Path, c: &Running, cri: &Path) -> Result<PathBuf> {
     oi_proto::fsutil::create_private_dir(&pki)?;
     let issued = c.coordinator.issue_agent_identity(NAME)?;
     let w = oi_proto::fsutil::write_atomic;
-    w(&pki.join("ca.pem"), c.coordinator.ca_pem().as_bytes(), 0o644)?;
+    w(
+        &pki.join("ca.pem"),
+        c.coordinator.ca_pem().as_bytes(),
+        0o644,
+    )?;
     w(&pki.join("agent.pem"), issued.cert_pem.as_bytes(), 0o644)?;
     w(&pki.join("agent.key"), issued.key_pem.as_bytes(), 0o600)?;
     let config = format!(
@@ -238,8 +238,9 @@ async fn run(args: FootprintArgs) -> Result<()> {
 
     let result = async {
         wait("agent connected", Duration::from_secs(60), || {
-            c.hypervisor(NAME)
-                .is_some_and(|v| matches!(v.link, LinkState::Connected { .. }) && v.observed.is_some())
+            c.hypervisor(NAME).is_some_and(|v| {
+                matches!(v.link, LinkState::Connected { .. }) && v.observed.is_some()
+            })
         })
         .await?;
         report.phases.push(measure(pid, 0, &args).await?);
@@ -262,8 +263,13 @@ async fn run(args: FootprintArgs) -> Result<()> {
         )
         .await?;
         report.converge_s = took.as_secs_f64();
-        eprintln!("footprint: {} components converged in {took:?}", args.components);
-        report.phases.push(measure(pid, args.components, &args).await?);
+        eprintln!(
+            "footprint: {} components converged in {took:?}",
+            args.components
+        );
+        report
+            .phases
+            .push(measure(pid, args.components, &args).await?);
         Ok::<_, anyhow::Error>(())
     }
     .await;

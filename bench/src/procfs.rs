@@ -107,6 +107,33 @@ pub async fn watch(pid: u32, length: Duration) -> Result<Window> {
     })
 }
 
+/// (busy, total) jiffies of all CPUs, from the first line of /proc/stat.
+pub fn machine_busy() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_busy_in(&text)
+}
+
+pub fn machine_busy_in(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Busy share of the machine between two [`machine_busy`] readings, %.
+pub fn busy_pct(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let total = b.1.saturating_sub(a.1);
+    if total == 0 {
+        return 0.0;
+    }
+    b.0.saturating_sub(a.0) as f64 * 100.0 / total as f64
+}
+
 /// Drops counted on the UDP sockets bound to `port` (`/proc/net/udp`,
 /// last column), summed; `None` when no socket has that port.
 pub fn udp_drops(port: u16) -> Option<u64> {
@@ -137,7 +164,8 @@ mod tests {
 
     #[test]
     fn parses_status_rollup_and_stat() {
-        let status = "Name:\toi-coordinator\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nThreads:\t7\n";
+        let status =
+            "Name:\toi-coordinator\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\nThreads:\t7\n";
         assert_eq!(kib_field(status, "VmRSS"), Some(12345));
         assert_eq!(kib_field(status, "VmSwap"), None);
         let rollup = "55d0-7ffe ---p 00000000 00:00 0 [rollup]\nRss:  100 kB\nPss:   80 kB\nPss_Anon:  70 kB\n";
@@ -153,6 +181,15 @@ mod tests {
         assert_eq!(mcpu(100, Duration::from_secs(10), 100), 100.0);
         assert_eq!(mcpu(3, Duration::from_secs(30), 100), 1.0);
         assert_eq!(mcpu(5, Duration::ZERO, 100), 0.0);
+    }
+
+    #[test]
+    fn machine_busy_share() {
+        let a = machine_busy_in("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3").unwrap();
+        assert_eq!(a, (150, 1000));
+        let b = machine_busy_in("cpu  200 0 100 850 50 0 0 0 0 0\n").unwrap();
+        assert_eq!(busy_pct(a, b), 75.0);
+        assert_eq!(machine_busy_in("nonsense"), None);
     }
 
     #[test]

@@ -44,7 +44,10 @@ mod tests {
         let ms = |v: u64| Duration::from_millis(v);
         let samples: Vec<Duration> = (1..=100).rev().map(ms).collect();
         let s = summarize(&samples);
-        assert_eq!((s.count, s.p50, s.p99, s.max), (100, ms(50), ms(99), ms(100)));
+        assert_eq!(
+            (s.count, s.p50, s.p99, s.max),
+            (100, ms(50), ms(99), ms(100))
+        );
         let one = summarize(&[ms(7)]);
         assert_eq!((one.p50, one.p99), (ms(7), ms(7)));
         assert_eq!(summarize(&[]).p99, Duration::ZERO);

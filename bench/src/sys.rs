@@ -81,7 +81,9 @@ pub fn udp_fd_bound_to(port: u16) -> Option<libc::c_int> {
                 &mut alen,
             ) == 0
         };
-        if ok && addr.sin_family as libc::c_int == libc::AF_INET && u16::from_be(addr.sin_port) == port
+        if ok
+            && addr.sin_family as libc::c_int == libc::AF_INET
+            && u16::from_be(addr.sin_port) == port
         {
             return Some(fd);
         }
@@ -187,7 +189,10 @@ mod tests {
         assert!(now >= 64);
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
-        assert_eq!(udp_fd_bound_to(port), Some(std::os::fd::AsRawFd::as_raw_fd(&sock)));
+        assert_eq!(
+            udp_fd_bound_to(port),
+            Some(std::os::fd::AsRawFd::as_raw_fd(&sock))
+        );
         let (r, s) = set_udp_buffers(&sock, 1 << 20);
         // Linux doubles the request for bookkeeping; it never grants less
         // than the default here.

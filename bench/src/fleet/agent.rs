@@ -7,8 +7,8 @@ use crate::sys::mono_ns;
 use oi_agent::reconnect::Reconnect;
 use oi_proto::frame::{FrameError, FrameReader, FrameWriter};
 use oi_proto::model::{
-    Capacity, ComponentStatus, ContainerStatus, Hello, Phase, Placement, PlacementDelta,
-    PortRange, Role, RuntimeInfo, StatusReport, Verdict,
+    Capacity, ComponentStatus, ContainerStatus, Hello, Phase, Placement, PlacementDelta, PortRange,
+    Role, RuntimeInfo, StatusReport, Verdict,
 };
 use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
 use std::collections::BTreeMap;

@@ -12,21 +12,40 @@ pub struct CoordProc {
     pub pid: u32,
     pub link: SocketAddr,
     pub control: SocketAddr,
+    /// The coordinator's own `/metrics` listener.
+    pub metrics: Option<SocketAddr>,
 }
 
-/// `READY link=ADDR control=ADDR`
-pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+/// `READY link=ADDR control=ADDR [metrics=ADDR|-]`
+pub fn parse_ready(line: &str) -> Option<(SocketAddr, SocketAddr, Option<SocketAddr>)> {
     let rest = line.trim().strip_prefix("READY ")?;
     let mut link = None;
     let mut control = None;
+    let mut metrics = None;
     for word in rest.split_whitespace() {
         match word.split_once('=')? {
             ("link", v) => link = v.parse().ok(),
             ("control", v) => control = v.parse().ok(),
+            ("metrics", v) => metrics = v.parse().ok(),
             _ => {}
         }
     }
-    Some((link?, control?))
+    Some((link?, control?, metrics))
+}
+
+/// Count and sum (seconds) of the coordinator's durable store writes, from
+/// its `/metrics` text.
+pub fn store_writes(metrics_text: &str) -> Option<(u64, f64)> {
+    let value = |name: &str| {
+        metrics_text.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            rest.split_whitespace().last()?.parse::<f64>().ok()
+        })
+    };
+    Some((
+        value("oi_coordinator_store_write_seconds_count")? as u64,
+        value("oi_coordinator_store_write_seconds_sum")?,
+    ))
 }
 
 impl CoordProc {
@@ -53,10 +72,10 @@ impl CoordProc {
         let mut cmd = match wrap.split_first() {
             Some((prog, rest)) => {
                 let mut c = tokio::process::Command::new(prog);
-                c.args(rest).arg(exe);
+                c.args(rest).arg(&exe);
                 c
             }
-            None => tokio::process::Command::new(exe),
+            None => tokio::process::Command::new(&exe),
         };
         cmd.arg("coordinator")
             .arg("--data-dir")
@@ -77,7 +96,9 @@ impl CoordProc {
             cmd.env("RUST_LOG", "warn");
         }
         let mut child = cmd.spawn().context("spawn the bench coordinator")?;
-        let pid = child.id().ok_or_else(|| anyhow!("coordinator exited at once"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("coordinator exited at once"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         // A wrapper may print first: skip lines until READY.
@@ -94,7 +115,7 @@ impl CoordProc {
         .await
         .map_err(|_| anyhow!("coordinator not ready within 120 s; see {}", log.display()))?
         .context("read coordinator stdout")?;
-        let (link, control) = match ready {
+        let (link, control, metrics) = match ready {
             Ok(addrs) => addrs,
             Err(said) => bail!(
                 "coordinator did not start (said {said:?}); see {}",
@@ -105,7 +126,12 @@ impl CoordProc {
         let pid = if wrap.is_empty() {
             pid
         } else {
-            descendant_named(pid, "oi-bench")
+            // comm is the executable's name, cut to 15 bytes.
+            let comm: String = exe
+                .file_name()
+                .map(|n| n.to_string_lossy().chars().take(15).collect())
+                .unwrap_or_default();
+            descendant_named(pid, &comm)
                 .ok_or_else(|| anyhow!("no oi-bench process under wrapper pid {pid}"))?
         };
         // Keep draining its stdout so that a chatty wrapper never blocks.
@@ -115,7 +141,16 @@ impl CoordProc {
             pid,
             link,
             control,
+            metrics,
         })
+    }
+
+    /// Durable store writes so far: (count, seconds).
+    pub async fn store_writes(&self) -> Option<(u64, f64)> {
+        let text = crate::control::call(self.metrics?, "GET", "/metrics")
+            .await
+            .ok()?;
+        store_writes(&text)
     }
 
     /// SIGKILL, and reap it.
@@ -157,7 +192,11 @@ fn descendant_named(pid: u32, comm: &str) -> Option<u32> {
         let tasks = std::fs::read_dir(format!("/proc/{p}/task")).ok()?;
         for t in tasks.flatten() {
             let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-            queue.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+            queue.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
         }
     }
     None
@@ -169,9 +208,23 @@ mod tests {
 
     #[test]
     fn ready_line() {
-        let (l, c) = parse_ready("READY link=127.0.0.1:7443 control=127.0.0.1:9000\n").unwrap();
-        assert_eq!((l.port(), c.port()), (7443, 9000));
+        let (l, c, m) =
+            parse_ready("READY link=127.0.0.1:7443 control=127.0.0.1:9000 metrics=-\n").unwrap();
+        assert_eq!((l.port(), c.port(), m), (7443, 9000, None));
+        let (_, _, m) =
+            parse_ready("READY link=127.0.0.1:1 control=127.0.0.1:2 metrics=127.0.0.1:3").unwrap();
+        assert_eq!(m.map(|a| a.port()), Some(3));
         assert!(parse_ready("READY link=127.0.0.1:1").is_none());
         assert!(parse_ready("Error: nope").is_none());
+    }
+
+    #[test]
+    fn store_write_metrics() {
+        let text = "# TYPE oi_coordinator_store_write_seconds histogram\n\
+            oi_coordinator_store_write_seconds_sum 4.5\n\
+            oi_coordinator_store_write_seconds_count 10000\n\
+            oi_coordinator_store_write_seconds_bucket{le=\"0.0001\"} 0\n";
+        assert_eq!(store_writes(text), Some((10000, 4.5)));
+        assert_eq!(store_writes("nothing"), None);
     }
 }

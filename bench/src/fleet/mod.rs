@@ -5,7 +5,7 @@
 pub mod agent;
 pub mod coord;
 
-use crate::control::{call_json, Stats, WriteReply};
+use crate::control::{agent_name, call_json, Stats, WriteReply};
 use crate::procfs;
 use crate::stats::{summarize, Summary};
 use crate::sys::{mono_ns, raise_nofile, set_udp_buffers};
@@ -108,6 +108,10 @@ pub struct Storm {
     pub converged: usize,
     pub failures: BTreeMap<String, u64>,
     pub coordinator_udp_drops: Option<u64>,
+    /// Durable store writes (count, seconds) by the restarted coordinator.
+    pub store_writes: Option<(u64, f64)>,
+    /// Every 5 s: agents back, CPU of each process, machine busy.
+    pub timeline: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -121,6 +125,8 @@ pub struct FleetReport {
     pub connect_p50_ms: f64,
     pub connect_p99_ms: f64,
     pub connect_failures: BTreeMap<String, u64>,
+    /// Durable store writes (count, seconds) while the fleet connected.
+    pub connect_store_writes: Option<(u64, f64)>,
     pub baseline: MemPoint,
     pub steady: MemPoint,
     pub after_writes: MemPoint,
@@ -228,14 +234,20 @@ async fn run(args: FleetArgs) -> Result<()> {
         clients.push(oi_proto::tls::client_config(Some(&id), &ca_der)?);
     }
     report.cert_issue_s = t.elapsed().as_secs_f64();
-    eprintln!("fleet: issued {n} certificates in {:.1} s", report.cert_issue_s);
+    eprintln!(
+        "fleet: issued {n} certificates in {:.1} s",
+        report.cert_issue_s
+    );
 
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     let coord = CoordProc::spawn(&data_dir, any, args.accept_rate, args.link_sockbuf, &log).await?;
     let link = coord.link;
     tokio::time::sleep(Duration::from_secs(3)).await;
     report.baseline = mem_point(&coord).await?;
-    eprintln!("fleet: coordinator pid {} on {link}; baseline {:?}", coord.pid, report.baseline);
+    eprintln!(
+        "fleet: coordinator pid {} on {link}; baseline {:?}",
+        coord.pid, report.baseline
+    );
 
     // Shared sockets for the simulated agents, with the largest buffers the
     // kernel allows (a real agent has a socket of its own).
@@ -253,6 +265,11 @@ async fn run(args: FleetArgs) -> Result<()> {
             Arc::new(quinn::TokioRuntime),
         )?);
     }
+
+    let agent_ports: Vec<u16> = endpoints
+        .iter()
+        .filter_map(|e| e.local_addr().ok().map(|a| a.port()))
+        .collect();
 
     // Connect all N at once, as a fleet that comes up together.
     let shared = Shared::new(n);
@@ -286,7 +303,12 @@ async fn run(args: FleetArgs) -> Result<()> {
         report.connect_p50_ms = sum.p50.as_secs_f64() * 1e3;
         report.connect_p99_ms = sum.p99.as_secs_f64() * 1e3;
     }
-    report.connect_failures = shared.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    report.connect_failures = shared
+        .failures
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
+    report.connect_store_writes = coord.store_writes().await;
     let connected = slots
         .iter()
         .filter(|s| s.connected.load(Ordering::Acquire))
@@ -308,6 +330,10 @@ async fn run(args: FleetArgs) -> Result<()> {
         * 1e3;
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.steady = mem_point(&coord).await?;
+    if std::env::var_os("OI_BENCH_COORD_WRAP").is_some() {
+        // Profiling: make the steady state the heap profile's peak.
+        let _: Stats = call_json(coord.control, "POST", "/balloon?mib=256").await?;
+    }
     let per = |a: u64, b: u64| (a as f64 - b as f64) / n as f64;
     report.rss_per_agent_kib = per(report.steady.rss_kib, report.baseline.rss_kib);
     report.pss_per_agent_kib = per(report.steady.pss_kib, report.baseline.pss_kib);
@@ -344,8 +370,12 @@ async fn run(args: FleetArgs) -> Result<()> {
     for k in 0..args.single_writes {
         let i = rand::random_range(0..n);
         let name = agent_name(i);
-        let r: WriteReply =
-            call_json(coord.control, "POST", &format!("/upsert?hv={name}&tag=s{k}")).await?;
+        let r: WriteReply = call_json(
+            coord.control,
+            "POST",
+            &format!("/upsert?hv={name}&tag=s{k}"),
+        )
+        .await?;
         let g = r.generations.get(&name).copied().unwrap_or(0);
         expected[i] = g;
         writes.push(ns_to(r.write_ns));
@@ -398,7 +428,19 @@ async fn run(args: FleetArgs) -> Result<()> {
     let coord = if args.no_storm {
         coord
     } else {
-        let (storm, coord) = storm(coord, &data_dir, link, &args, &shared, &expected, &log).await?;
+        let (storm, coord) = storm(
+            coord,
+            &Setup {
+                args: &args,
+                data_dir: &data_dir,
+                log: &log,
+                link,
+                agent_ports: &agent_ports,
+            },
+            &shared,
+            &expected,
+        )
+        .await?;
         report.storm = Some(storm);
         tokio::time::sleep(Duration::from_secs(5)).await;
         let m = mem_point(&coord).await?;
@@ -436,7 +478,8 @@ async fn fanout(
     tag: &str,
     limit: Duration,
 ) -> Result<(Duration, Vec<Duration>, Duration, bool)> {
-    let r: WriteReply = call_json(coord.control, "POST", &format!("/fanout?tag={tag}")).await?;
+    let path = format!("/fanout?tag={tag}&n={}", slots.len());
+    let r: WriteReply = call_json(coord.control, "POST", &path).await?;
     for (i, e) in expected.iter_mut().enumerate() {
         if let Some(g) = r.generations.get(&agent_name(i)) {
             *e = *g;
@@ -453,21 +496,40 @@ async fn fanout(
         .iter()
         .zip(expected.iter())
         .filter(|(s, e)| s.generation.load(Ordering::Acquire) >= **e)
-        .map(|(s, _)| ns_to(s.applied_ns.load(Ordering::Acquire).saturating_sub(r.done_ns)))
+        .map(|(s, _)| {
+            ns_to(
+                s.applied_ns
+                    .load(Ordering::Acquire)
+                    .saturating_sub(r.done_ns),
+            )
+        })
         .collect();
     let last = per_agent.iter().max().copied().unwrap_or_default();
     Ok((last, per_agent, ns_to(r.write_ns), ok))
 }
 
+/// Where the fleet runs: what a coordinator restart needs.
+struct Setup<'a> {
+    args: &'a FleetArgs,
+    data_dir: &'a std::path::Path,
+    log: &'a std::path::Path,
+    link: SocketAddr,
+    agent_ports: &'a [u16],
+}
+
 async fn storm(
     coord: CoordProc,
-    data_dir: &std::path::Path,
-    link: SocketAddr,
-    args: &FleetArgs,
+    setup: &Setup<'_>,
     shared: &Arc<Shared>,
     expected: &[u64],
-    log: &std::path::Path,
 ) -> Result<(Storm, CoordProc)> {
+    let Setup {
+        args,
+        data_dir,
+        log,
+        link,
+        agent_ports,
+    } = *setup;
     let slots = &shared.slots;
     let limit = Duration::from_secs(args.timeout_secs);
     let before: Vec<u64> = slots
@@ -477,6 +539,7 @@ async fn storm(
     if let Ok(mut f) = shared.failures.lock() {
         f.clear();
     }
+    let mut timeline = Vec::new();
     let kill_ns = mono_ns();
     coord.kill9().await?;
     let coord = CoordProc::spawn(data_dir, link, args.accept_rate, args.link_sockbuf, log).await?;
@@ -498,6 +561,15 @@ async fn storm(
     let mut all_connected_ns = None;
     let start = Instant::now();
     let mut done = false;
+    // A timeline every 5 s: who is back, and who had the CPU.
+    let me = std::process::id();
+    let tps = procfs::ticks_per_sec() as f64;
+    let mut tick_at = Instant::now();
+    let mut prev = (
+        procfs::sample(coord.pid).map(|s| s.cpu_ticks).unwrap_or(0),
+        procfs::sample(me).map(|s| s.cpu_ticks).unwrap_or(0),
+        procfs::machine_busy().unwrap_or_default(),
+    );
     while start.elapsed() < limit {
         if all_connected_ns.is_none() && (0..n).all(reconnected) {
             all_connected_ns = Some(mono_ns());
@@ -505,6 +577,29 @@ async fn storm(
         if (0..n).all(converged) {
             done = true;
             break;
+        }
+        if tick_at.elapsed() >= Duration::from_secs(5) {
+            let now = (
+                procfs::sample(coord.pid).map(|s| s.cpu_ticks).unwrap_or(0),
+                procfs::sample(me).map(|s| s.cpu_ticks).unwrap_or(0),
+                procfs::machine_busy().unwrap_or_default(),
+            );
+            let secs = tick_at.elapsed().as_secs_f64();
+            let line = format!(
+                "t={:5.1}s connected {:5} converged {:5} | cores: coordinator {:.2}, driver {:.2}, machine busy {:.0}% | udp drops: coordinator {:?}, agents {}",
+                (mono_ns() - kill_ns) as f64 / 1e9,
+                (0..n).filter(|&i| reconnected(i)).count(),
+                (0..n).filter(|&i| converged(i)).count(),
+                now.0.saturating_sub(prev.0) as f64 / tps / secs,
+                now.1.saturating_sub(prev.1) as f64 / tps / secs,
+                procfs::busy_pct(prev.2, now.2),
+                procfs::udp_drops(link.port()),
+                agent_ports.iter().filter_map(|p| procfs::udp_drops(*p)).sum::<u64>(),
+            );
+            eprintln!("fleet: storm {line}");
+            timeline.push(line);
+            prev = now;
+            tick_at = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -525,18 +620,19 @@ async fn storm(
         restart_ready_s: secs(ready_ns),
         all_connected_s: all_connected_ns.map(secs),
         all_converged_s: done.then(|| secs(converged_at)),
-        converged_after_ready_s: done
-            .then(|| converged_at.saturating_sub(ready_ns) as f64 / 1e9),
+        converged_after_ready_s: done.then(|| converged_at.saturating_sub(ready_ns) as f64 / 1e9),
         converged: (0..n).filter(|&i| converged(i)).count(),
-        failures: shared.failures.lock().map(|f| f.clone()).unwrap_or_default(),
+        failures: shared
+            .failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default(),
         coordinator_udp_drops: procfs::udp_drops(link.port()),
+        store_writes: coord.store_writes().await,
+        timeline,
     };
     eprintln!("fleet: storm {storm:?}");
     Ok((storm, coord))
-}
-
-pub fn agent_name(i: usize) -> String {
-    format!("bench-hv-{i:05}")
 }
 
 struct TempDir(PathBuf);
@@ -676,6 +772,11 @@ pub fn print_report(r: &FleetReport) {
     println!(
         "memory points (KiB): baseline {:?}; steady {:?}; after writes {:?}; after storm {:?}",
         r.baseline, r.steady, r.after_writes, r.after_storm
+    );
+    println!(
+        "durable store writes (count, seconds): while connecting {:?}; restarted coordinator during the storm {:?}",
+        r.connect_store_writes,
+        r.storm.as_ref().and_then(|s| s.store_writes)
     );
     println!(
         "connect failures {:?}; storm failures {:?}; coordinator UDP drops {:?}",
