@@ -6,6 +6,8 @@
 # Environment:
 #   OI_BENCH_AGENTS   fleet sizes to run, default "1000 10000"
 #   OI_BENCH_OUT      where JSON figures go, default /tmp/oi-bench-results
+#   OI_BENCH_FLEET_ARGS, OI_BENCH_AGENT_ARGS
+#                     extra flags for `oi-bench fleet` / `oi-bench agent-footprint`
 #   OI_BED_DIR        test bed dir for the agent benchmark, default
 #                     /tmp/oi-bed-bench (never the shared default bed)
 # See bench/README.md for what is measured and the recorded results.
@@ -40,7 +42,8 @@ run_fleet() {
 	local n
 	ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 	for n in ${OI_BENCH_AGENTS:-1000 10000}; do
-		"$BIN/oi-bench" fleet --agents "$n" --json "$OUT/fleet-$n.json"
+		# shellcheck disable=SC2086
+		"$BIN/oi-bench" fleet --agents "$n" --json "$OUT/fleet-$n.json" ${OI_BENCH_FLEET_ARGS:-}
 	done
 }
 
@@ -58,8 +61,9 @@ run_agent() {
 	sock=$("$BED/containerd.sh" start bench1)
 	"$BED/image.sh" build oi-test/busybox:1 "$BIN/busybox.tar" --cmd sh >/dev/null
 	"$BED/image.sh" import "$BIN/busybox.tar" "$sock" >/dev/null
+	# shellcheck disable=SC2086
 	"$BIN/oi-bench" agent-footprint --cri-socket "$sock" --agent-bin "$BIN/oi-agent" \
-		--json "$OUT/agent-footprint.json"
+		--json "$OUT/agent-footprint.json" ${OI_BENCH_AGENT_ARGS:-}
 }
 
 case $WHAT in

@@ -27,8 +27,10 @@ pub struct FleetArgs {
     /// Number of simulated agents.
     #[arg(long, default_value_t = 1000)]
     pub agents: usize,
-    /// UDP sockets (quinn endpoints) the simulated agents share.
-    #[arg(long, default_value_t = 4)]
+    /// UDP sockets (quinn endpoints) the simulated agents share; 0: one per
+    /// 250 agents (at least 4). A real agent has a socket of its own: with
+    /// too few, the driver's sockets drop packets the fleet would not.
+    #[arg(long, default_value_t = 0)]
     pub endpoints: usize,
     /// Single-agent placement changes to time.
     #[arg(long, default_value_t = 200)]
@@ -144,8 +146,13 @@ pub struct FleetReport {
     pub fanout_last: Latency,
     pub fanout_each: Latency,
     pub fanout_write_p50_ms: f64,
+    /// CPU seconds (coordinator, driver) from each fleet-wide write's reply
+    /// to its last agent.
+    pub fanout_cpu_s: Vec<(f64, f64)>,
     pub storm: Option<Storm>,
     pub coordinator_udp_drops: Option<u64>,
+    /// Drops on the simulated agents' sockets over the whole run.
+    pub agent_udp_drops: u64,
 }
 
 pub fn main(args: FleetArgs) -> Result<()> {
@@ -192,15 +199,16 @@ fn ns_to(d: u64) -> Duration {
 }
 
 async fn run(args: FleetArgs) -> Result<()> {
-    if args.agents == 0 || args.endpoints == 0 {
-        bail!("--agents and --endpoints must be at least 1");
+    if args.agents == 0 {
+        bail!("--agents must be at least 1");
     }
     let n = args.agents;
+    let sockets = endpoint_count(args.endpoints, n);
     let limit = Duration::from_secs(args.timeout_secs);
     let nofile = raise_nofile(4096 + 2 * n as u64)?;
     let mut report = FleetReport {
         agents: n,
-        endpoints: args.endpoints,
+        endpoints: sockets,
         loadavg_start: loadavg(),
         ..Default::default()
     };
@@ -214,8 +222,7 @@ async fn run(args: FleetArgs) -> Result<()> {
     let data_dir = work.join("coordinator");
     let log = work.join("coordinator.log");
     eprintln!(
-        "fleet: {n} agents, {} endpoints, nofile {nofile}, work dir {}",
-        args.endpoints,
+        "fleet: {n} agents, {sockets} agent sockets, nofile {nofile}, work dir {}",
         work.display()
     );
 
@@ -252,7 +259,7 @@ async fn run(args: FleetArgs) -> Result<()> {
     // Shared sockets for the simulated agents, with the largest buffers the
     // kernel allows (a real agent has a socket of its own).
     let mut endpoints = Vec::new();
-    for _ in 0..args.endpoints {
+    for _ in 0..sockets {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").context("bind agent socket")?;
         let (r, s) = set_udp_buffers(&sock, 8 << 20);
         if endpoints.is_empty() {
@@ -325,7 +332,7 @@ async fn run(args: FleetArgs) -> Result<()> {
     let mut expected = vec![0u64; n];
     report.fanout_first_last_ms = fanout(&coord, slots, &mut expected, "init", limit)
         .await?
-        .0
+        .last
         .as_secs_f64()
         * 1e3;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -399,24 +406,29 @@ async fn run(args: FleetArgs) -> Result<()> {
     let mut lasts = Vec::new();
     let mut each = Vec::new();
     let mut fan_writes = Vec::new();
+    let mut fan_cpu = Vec::new();
     let mut fan_missed = 0;
     for r in 0..args.fanouts {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (last, per_agent, write, ok) =
-            fanout(&coord, slots, &mut expected, &format!("f{r}"), limit).await?;
-        if ok {
-            lasts.push(last);
+        let f = fanout(&coord, slots, &mut expected, &format!("f{r}"), limit).await?;
+        if f.ok {
+            lasts.push(f.last);
         } else {
             fan_missed += 1;
         }
-        each.extend(per_agent);
-        fan_writes.push(write);
+        fan_cpu.push(f.cpu_s);
+        fan_writes.push(f.write);
         eprintln!(
-            "fleet: fan-out {r}: last agent after {:.1} ms (write took {:.1} ms)",
-            last.as_secs_f64() * 1e3,
-            write.as_secs_f64() * 1e3
+            "fleet: fan-out {r}: last agent after {:.1} ms (write took {:.1} ms); \
+             CPU from reply to last agent: coordinator {:.2} s, driver {:.2} s",
+            f.last.as_secs_f64() * 1e3,
+            f.write.as_secs_f64() * 1e3,
+            f.cpu_s.0,
+            f.cpu_s.1
         );
+        each.extend(f.per_agent);
     }
+    report.fanout_cpu_s = fan_cpu;
     report.fanout_last = Latency::from(&lasts, fan_missed);
     report.fanout_each = Latency::from(&each, 0);
     report.fanout_write_p50_ms = summarize(&fan_writes).p50.as_secs_f64() * 1e3;
@@ -449,6 +461,10 @@ async fn run(args: FleetArgs) -> Result<()> {
         coord
     };
 
+    report.agent_udp_drops = agent_ports
+        .iter()
+        .filter_map(|p| procfs::udp_drops(*p))
+        .sum();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(20), async {
         while tasks.join_next().await.is_some() {}
@@ -468,18 +484,39 @@ async fn run(args: FleetArgs) -> Result<()> {
     Ok(())
 }
 
+/// What one fleet-wide write did.
+struct Fanout {
+    /// Write returned -> the last agent applied it.
+    last: Duration,
+    /// Write returned -> each agent applied it.
+    per_agent: Vec<Duration>,
+    /// The write call itself (store transaction, index update).
+    write: Duration,
+    /// Whether every agent got it within the limit.
+    ok: bool,
+    /// CPU seconds from the reply to the last agent: coordinator, driver.
+    cpu_s: (f64, f64),
+}
+
 /// One write that changes every hypervisor; waits until every agent holds
-/// its new generation. Returns (time to the last agent, each agent's time,
-/// the write's own duration, whether all got it).
+/// its new generation.
 async fn fanout(
     coord: &CoordProc,
     slots: &[agent::Slot],
     expected: &mut [u64],
     tag: &str,
     limit: Duration,
-) -> Result<(Duration, Vec<Duration>, Duration, bool)> {
+) -> Result<Fanout> {
     let path = format!("/fanout?tag={tag}&n={}", slots.len());
     let r: WriteReply = call_json(coord.control, "POST", &path).await?;
+    let me = std::process::id();
+    let ticks = || {
+        (
+            procfs::sample(coord.pid).map(|s| s.cpu_ticks).unwrap_or(0),
+            procfs::sample(me).map(|s| s.cpu_ticks).unwrap_or(0),
+        )
+    };
+    let before = ticks();
     for (i, e) in expected.iter_mut().enumerate() {
         if let Some(g) = r.generations.get(&agent_name(i)) {
             *e = *g;
@@ -504,8 +541,28 @@ async fn fanout(
             )
         })
         .collect();
+    let after = ticks();
+    let tps = procfs::ticks_per_sec() as f64;
     let last = per_agent.iter().max().copied().unwrap_or_default();
-    Ok((last, per_agent, ns_to(r.write_ns), ok))
+    Ok(Fanout {
+        last,
+        per_agent,
+        write: ns_to(r.write_ns),
+        ok,
+        cpu_s: (
+            after.0.saturating_sub(before.0) as f64 / tps,
+            after.1.saturating_sub(before.1) as f64 / tps,
+        ),
+    })
+}
+
+/// Agent sockets to use: `asked`, or one per 250 agents (at least 4).
+pub fn endpoint_count(asked: usize, agents: usize) -> usize {
+    if asked > 0 {
+        asked
+    } else {
+        agents.div_ceil(250).max(4)
+    }
 }
 
 /// Where the fleet runs: what a coordinator restart needs.
@@ -677,6 +734,10 @@ pub fn print_report(r: &FleetReport) {
     let row = |m: &str, t: &str, v: String, ok: Option<bool>| {
         println!("| {m} | {t} | {v} | {} |", ok.map_or("-", verdict));
     };
+    println!(
+        "| agent sockets dropped (driver side; should be 0) | - | {} | - |",
+        r.agent_udp_drops
+    );
     row(
         "connect all N (at once)",
         "-",
@@ -774,6 +835,10 @@ pub fn print_report(r: &FleetReport) {
         r.baseline, r.steady, r.after_writes, r.after_storm
     );
     println!(
+        "CPU seconds (coordinator, driver) from each fleet-wide write to its last agent: {:.2?}",
+        r.fanout_cpu_s
+    );
+    println!(
         "durable store writes (count, seconds): while connecting {:?}; restarted coordinator during the storm {:?}",
         r.connect_store_writes,
         r.storm.as_ref().and_then(|s| s.store_writes)
@@ -784,4 +849,18 @@ pub fn print_report(r: &FleetReport) {
         r.storm.as_ref().map(|s| &s.failures),
         r.coordinator_udp_drops
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_sockets() {
+        assert_eq!(endpoint_count(0, 50), 4);
+        assert_eq!(endpoint_count(0, 1000), 4);
+        assert_eq!(endpoint_count(0, 10_000), 40);
+        assert_eq!(endpoint_count(0, 10_001), 41);
+        assert_eq!(endpoint_count(7, 10_000), 7);
+    }
 }
