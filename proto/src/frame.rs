@@ -1,14 +1,18 @@
 //! Length-prefixed protobuf frames over one QUIC stream.
 
-use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use prost::Message;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 /// Largest frame either side accepts. A placement snapshot carries key
 /// material and configuration files for every component of a hypervisor.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Initial read buffer; it grows to the largest frame received. (The
+/// codec's default, 8 KiB per reader and per writer, was the largest item
+/// of the coordinator's memory per connected agent: see bench/README.md.)
+const READ_BUFFER_BYTES: usize = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -36,7 +40,7 @@ pub struct FrameReader<R, M> {
 impl<R: AsyncRead + Unpin, M: Message + Default> FrameReader<R, M> {
     pub fn new(io: R) -> Self {
         Self {
-            inner: FramedRead::new(io, codec()),
+            inner: FramedRead::with_capacity(io, codec(), READ_BUFFER_BYTES),
             _msg: std::marker::PhantomData,
         }
     }
@@ -51,30 +55,41 @@ impl<R: AsyncRead + Unpin, M: Message + Default> FrameReader<R, M> {
     }
 }
 
-/// Writes typed frames.
+/// Writes typed frames. Each frame is written straight to the stream, so
+/// no buffer outlives a send (a buffered writer keeps one as large as the
+/// largest frame it ever sent, e.g. a whole placement snapshot).
 pub struct FrameWriter<W, M> {
-    inner: FramedWrite<W, LengthDelimitedCodec>,
+    io: W,
     _msg: std::marker::PhantomData<fn(M)>,
 }
 
 impl<W: AsyncWrite + Unpin, M: Message> FrameWriter<W, M> {
     pub fn new(io: W) -> Self {
         Self {
-            inner: FramedWrite::new(io, codec()),
+            io,
             _msg: std::marker::PhantomData,
         }
     }
 
     pub async fn send(&mut self, msg: &M) -> Result<(), FrameError> {
-        let mut buf = BytesMut::with_capacity(msg.encoded_len());
+        let len = msg.encoded_len();
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("frame of {len} bytes is over the {MAX_FRAME_BYTES}-byte limit"),
+            )));
+        }
+        let mut buf = Vec::with_capacity(4 + len);
+        buf.extend_from_slice(&(len as u32).to_be_bytes());
         msg.encode(&mut buf)
-            .expect("BytesMut grows to fit any message");
-        self.inner.send(buf.freeze()).await?;
+            .expect("the buffer was sized to fit the message");
+        self.io.write_all(&buf).await?;
+        self.io.flush().await?;
         Ok(())
     }
 
     pub fn get_mut(&mut self) -> &mut W {
-        self.inner.get_mut()
+        &mut self.io
     }
 }
 

@@ -2,7 +2,7 @@
 //! hypervisor's placement (a snapshot, then deltas) and take status reports.
 
 use crate::coordinator::Inner;
-use crate::store::HypervisorRegistration;
+use crate::store::{HypervisorRecord, HypervisorRegistration};
 use oi_proto::frame::{FrameReader, FrameWriter};
 use oi_proto::model::{Hello, Placement, StatusReport};
 use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
@@ -209,7 +209,8 @@ async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
         )
     };
     let _write = inner.write_lock.lock().await;
-    if let Some(existing) = inner.index.record(&hello.hypervisor_name) {
+    let existing = inner.index.record(&hello.hypervisor_name);
+    if let Some(existing) = &existing {
         if existing.role != hello.role {
             return Err(Refusal(
                 CloseCode::CloseRoleMismatch,
@@ -229,13 +230,22 @@ async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
         cpu_millis: hello.capacity.cpu_millis,
         memory_bytes: hello.capacity.memory_bytes,
     };
-    let started = std::time::Instant::now();
-    let record = inner
-        .store
-        .register_hypervisor(&reg)
-        .await
-        .map_err(|e| internal("register hypervisor", &e))?;
-    inner.metrics.observe_store_write(started.elapsed());
+    // A reconnecting agent usually reports what the store already holds:
+    // skip the durable write (one fsync under the write lock per connect),
+    // which otherwise serializes a reconnect storm.
+    let record = match existing {
+        Some(existing) if same_registration(&existing, &reg) => existing,
+        _ => {
+            let started = std::time::Instant::now();
+            let record = inner
+                .store
+                .register_hypervisor(&reg)
+                .await
+                .map_err(|e| internal("register hypervisor", &e))?;
+            inner.metrics.observe_store_write(started.elapsed());
+            record
+        }
+    };
     let name = record.name.clone();
     let generation = record.generation;
     inner.index.upsert_record(record);
@@ -260,6 +270,16 @@ async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
         inner.metrics.set_generation(&name, bumped);
     }
     Ok(())
+}
+
+/// Whether the store already holds what this registration would write.
+fn same_registration(existing: &HypervisorRecord, reg: &HypervisorRegistration) -> bool {
+    existing.name == reg.name
+        && existing.role == reg.role
+        && existing.address == reg.address
+        && existing.host_ports == reg.host_ports
+        && existing.cpu_millis == reg.cpu_millis
+        && existing.memory_bytes == reg.memory_bytes
 }
 
 fn frame(msg: coordinator_message::Msg) -> pb::CoordinatorMessage {
@@ -368,4 +388,48 @@ fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oi_proto::model::{PortRange, Role};
+
+    #[test]
+    fn registration_is_written_only_when_it_changes() {
+        let reg = HypervisorRegistration {
+            name: "hv-1".into(),
+            role: Role::Private,
+            address: "10.0.0.1".into(),
+            host_ports: PortRange::new(30000, 30100).unwrap(),
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+        };
+        let rec = HypervisorRecord {
+            name: reg.name.clone(),
+            role: reg.role,
+            address: reg.address.clone(),
+            host_ports: reg.host_ports,
+            cpu_millis: reg.cpu_millis,
+            memory_bytes: reg.memory_bytes,
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            cordoned: true,
+            last_seen_unix_ms: Some(5),
+            generation: 9,
+        };
+        // What the agent does not report (labels, cordon, ...) is no change.
+        assert!(same_registration(&rec, &reg));
+        let changes: [fn(&mut HypervisorRegistration); 5] = [
+            |r| r.role = Role::Public,
+            |r| r.address = "10.0.0.2".into(),
+            |r| r.host_ports = PortRange::new(30000, 30101).unwrap(),
+            |r| r.cpu_millis += 1,
+            |r| r.memory_bytes += 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut r = reg.clone();
+            change(&mut r);
+            assert!(!same_registration(&rec, &r), "change {i}");
+        }
+    }
 }
