@@ -4,7 +4,7 @@
 
 use crate::control::{agent_name, bench_component, Stats, WriteReply};
 use crate::sys::mono_ns;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -28,12 +28,13 @@ pub struct CoordinatorArgs {
     /// TCP address of the control endpoint.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub control: SocketAddr,
-    /// Join/accept rate limit (connections per second). The coordinator has
-    /// none yet: this is the hook to compare once it exists.
+    /// Agent handshakes accepted per second (`link_accept_rate`); unset:
+    /// no limit.
     #[arg(long)]
     pub accept_rate: Option<u32>,
-    /// Experiment: receive/send buffer (bytes) to set on the link's UDP
-    /// socket after start (the coordinator leaves the kernel default).
+    /// Receive/send buffer of the link's UDP socket in bytes
+    /// (`link_socket_buffer_bytes`); unset: the coordinator's default
+    /// (8 MiB); 0: the kernel's default.
     #[arg(long)]
     pub link_sockbuf: Option<usize>,
 }
@@ -52,30 +53,15 @@ async fn serve(args: CoordinatorArgs) -> Result<()> {
         data_dir: Some(args.data_dir.clone()),
         listen: Some(args.listen.to_string()),
         metrics_listen: Some("127.0.0.1:0".into()),
+        api_listen: Some(String::new()),
+        link_accept_rate: args.accept_rate,
+        link_socket_buffer_bytes: args.link_sockbuf,
         ..RawConfig::default()
     };
     let config = raw.validate().context("build coordinator configuration")?;
-    if let Some(rate) = args.accept_rate {
-        // HOOK: once the coordinator limits joins/accepts, set its config
-        // field from `rate` here and drop this refusal.
-        bail!(
-            "--accept-rate {rate}: this coordinator has no join/accept rate limit yet; \
-             wire it in bench/src/coordinator_proc.rs once it exists"
-        );
-    }
     let running = Coordinator::start(config)
         .await
         .context("start coordinator")?;
-    if let Some(bytes) = args.link_sockbuf {
-        let fd = crate::sys::udp_fd_bound_to(running.link_addr.port())
-            .context("find the link's UDP socket")?;
-        let (r, s) = crate::sys::set_fd_buffers(fd, bytes);
-        tracing::warn!(
-            rcvbuf = r,
-            sndbuf = s,
-            "experiment: link socket buffers set"
-        );
-    }
     let app = Router::new()
         .route("/stats", get(stats))
         .route("/upsert", post(upsert))

@@ -40,6 +40,12 @@ pub struct RawConfig {
     /// Seconds between attempts to place clusters that found no room.
     /// Default 5.
     pub pending_retry_secs: Option<u64>,
+    /// Receive and send buffer of the link's UDP socket, in bytes (capped
+    /// by net.core.rmem_max/wmem_max). 0 keeps the OS default. Default 8 MiB.
+    pub link_socket_buffer_bytes: Option<usize>,
+    /// Agent handshakes accepted per second; more are refused at once and
+    /// the agents retry with backoff. 0 (default): no limit.
+    pub link_accept_rate: Option<u32>,
 }
 
 /// Validated configuration.
@@ -58,6 +64,9 @@ pub struct Config {
     pub image_repository: Option<String>,
     pub profile: Profile,
     pub pending_retry: Duration,
+    pub link_socket_buffer_bytes: usize,
+    /// Handshakes per second; `None`: no limit.
+    pub link_accept_rate: Option<std::num::NonZeroU32>,
 }
 
 impl RawConfig {
@@ -128,6 +137,8 @@ impl RawConfig {
             image_repository: self.image_repository,
             profile,
             pending_retry: Duration::from_secs(retry),
+            link_socket_buffer_bytes: self.link_socket_buffer_bytes.unwrap_or(8 << 20),
+            link_accept_rate: self.link_accept_rate.and_then(std::num::NonZeroU32::new),
             data_dir,
             listen,
             metrics_listen,
@@ -154,6 +165,8 @@ impl Config {
             image_repository: None,
             profile: Profile::Default,
             pending_retry: Duration::from_secs(1),
+            link_socket_buffer_bytes: 0,
+            link_accept_rate: None,
         }
     }
 

@@ -144,7 +144,13 @@ impl Coordinator {
         )?;
         let ca_der = oi_proto::tls::parse_certs(ca.cert_pem().as_bytes())?;
         let server_config = oi_proto::tls::server_config(&identity, &ca_der)?;
-        let endpoint = bind_link(server_config, config.listen).await?;
+        let endpoint = crate::link::endpoint::bind(
+            server_config,
+            config.listen,
+            &config.data_dir,
+            config.link_socket_buffer_bytes,
+        )
+        .await?;
         let link_addr = endpoint.local_addr().context("read link address")?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -327,27 +333,6 @@ impl Coordinator {
     /// Issues a client certificate (and key) for hypervisor `name`.
     pub fn issue_agent_identity(&self, name: &str) -> Result<IssuedCert> {
         self.inner.ca.issue_agent(name)
-    }
-}
-
-/// Binds the link's UDP socket. A coordinator restarted at once can find
-/// its previous instance still draining connections on the port: it waits
-/// a few seconds for it rather than failing.
-async fn bind_link(server: quinn::ServerConfig, addr: SocketAddr) -> Result<quinn::Endpoint> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match quinn::Endpoint::server(server.clone(), addr) {
-            Ok(e) => return Ok(e),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                tracing::warn!(%addr, "link port still in use; retrying");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("bind agent link on udp {addr}: is another coordinator running?")
-                })
-            }
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! authenticates them by the client certificate this coordinator's CA
 //! issued, and runs one [`session`] per connection.
 
+pub mod endpoint;
 mod session;
 
 use crate::coordinator::Inner;
@@ -19,11 +20,21 @@ pub(crate) async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut sessions = JoinSet::new();
+    let limiter = inner.config.link_accept_rate.map(|rate| {
+        governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(rate))
+    });
     loop {
         tokio::select! {
             _ = crate::stopped(&mut shutdown) => break,
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                if limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+                    // Refused at once: the agent backs off and retries,
+                    // instead of a handshake we cannot serve timing out.
+                    inner.metrics.rejected("rate_limited");
+                    incoming.refuse();
+                    continue;
+                }
                 let inner = inner.clone();
                 let shutdown = shutdown.clone();
                 sessions.spawn(session::handle(incoming, inner, shutdown));
