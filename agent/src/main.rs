@@ -4,9 +4,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use oi_agent::agent::{self, AgentOptions};
 use oi_agent::config::RawConfig;
-use oi_agent::link::LinkConfig;
-use oi_agent::reconnect::Reconnect;
-use oi_proto::model::Capacity;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,24 +45,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(config: oi_agent::config::Config) -> Result<()> {
-    let (ca, identity) =
-        oi_agent::link::load_identity(&config.ca_path, &config.cert_path, &config.key_path)?;
-    let link = LinkConfig {
-        name: config.name.clone(),
-        role: config.role,
-        coordinator: config.coordinator.clone(),
-        server_name: config.server_name.clone(),
-        identity,
-        ca,
-        capacity: Capacity {
-            cpu_millis: config.cpu_millis,
-            memory_bytes: config.memory_bytes,
-            host_ports: config.port_range,
-            address: config.address.clone(),
-        },
-        state_path: config.placement_path(),
-        reconnect: Reconnect::default(),
-    };
+    let link = config.link_config()?;
     let runtime = Arc::new(oi_agent::runtime::connect(&config).await?);
     let handle = agent::start(
         AgentOptions {

@@ -9,7 +9,10 @@ pub mod clusters;
 pub mod config;
 pub mod coordinator;
 pub mod http;
+pub mod hypervisors;
+pub mod identity;
 pub mod index;
+pub mod join;
 pub mod link;
 pub mod metrics;
 pub mod operations;
@@ -17,6 +20,7 @@ pub mod ops;
 pub mod pki;
 pub mod seal;
 pub mod store;
+pub mod tokens;
 
 /// Resolves once a shutdown flag flips to true (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
