@@ -195,7 +195,9 @@ impl Coordinator {
             .identities_of(name)
             .await
             .map_err(|e| OpError::Internal(format!("read identities: {e}")))?;
-        if !registered && identities.is_empty() {
+        // Not registered and nothing left to revoke: removed already, or
+        // never there.
+        if !registered && identities.iter().all(|i| i.revoked_unix_ms.is_some()) {
             return Err(not_found(name));
         }
         let mut outcome = RemoveOutcome::default();

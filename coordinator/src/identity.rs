@@ -92,14 +92,16 @@ mod tests {
         let unbound = id("b", None, false);
         let revoked = id("c", Some(Role::Private), true);
         let p = Role::Private;
-        let cases: Vec<(
-            &str,
-            Option<&AgentIdentity>,
+        // (case, known, others, registered, hello role, want)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a AgentIdentity>,
             Vec<AgentIdentity>,
             bool,
             Role,
-            &str,
-        )> = vec![
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "joined, same role",
                 Some(&bound),

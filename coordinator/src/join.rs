@@ -15,7 +15,7 @@ use oi_proto::model::Role;
 use std::time::Duration;
 
 /// Bounds of `--ttl`.
-pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(60);
+pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(1);
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Bound of `--uses`.
 pub const MAX_TOKEN_USES: u32 = 1000;
@@ -74,7 +74,7 @@ impl Coordinator {
         };
         if !(MIN_TOKEN_TTL..=MAX_TOKEN_TTL).contains(&ttl) {
             return Err(OpError::Invalid(format!(
-                "--ttl {}s is out of range: use 1m to 720h",
+                "--ttl {}s is out of range: use 1s to 720h",
                 ttl.as_secs()
             )));
         }

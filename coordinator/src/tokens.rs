@@ -290,7 +290,15 @@ mod tests {
             t
         };
         let id = || "abcdef".to_string();
-        let cases: Vec<(&str, JoinToken, &TokenSecret, u64, Result<(), TokenRefusal>)> = vec![
+        // (case, stored token, presented secret, now, want)
+        type Case<'a> = (
+            &'a str,
+            JoinToken,
+            &'a TokenSecret,
+            u64,
+            Result<(), TokenRefusal>,
+        );
+        let cases: Vec<Case> = vec![
             ("fresh", base.clone(), &secret, 10, Ok(())),
             ("one use left", with(|t| t.uses = 1), &secret, 10, Ok(())),
             (

@@ -852,7 +852,7 @@ async fn hypervisor_lifecycle_and_tokens() {
     let zeros = "0".repeat(64);
     assert!(
         out.ok().contains(&format!(
-            "oi hypervisor join --coordinator 192.0.2.1:7444 --token abcdef.0123456789abcdef              --ca-cert-hash sha256:{zeros}"
+            "oi hypervisor join --coordinator 192.0.2.1:7444 --token abcdef.0123456789abcdef --ca-cert-hash sha256:{zeros}"
         )) && out.stdout.contains("role public, 3 uses, expires 1970-01-01T02:00:00Z"),
         "{}",
         out.stdout

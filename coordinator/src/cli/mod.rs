@@ -185,7 +185,7 @@ pub enum TokenCmd {
         /// The role of the hypervisors that join with it.
         #[arg(long, value_parser = parse_role)]
         role: oi_proto::model::Role,
-        /// How long it is valid (1m to 720h).
+        /// How long it is valid (1s to 720h).
         #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = wait::parse_duration)]
         ttl: Duration,
         /// How many machines may join with it.
