@@ -55,13 +55,14 @@ async fn run(config: oi_agent::config::Config) -> Result<()> {
         runtime,
     )
     .await?;
+    // Before READY: a SIGTERM right after it must find the handler.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
     // Ready once the persisted placement is loaded and supervised: a
     // coordinator outage must not hold up boot.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "notify systemd of readiness");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent; containers keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the agent; containers keep running"),

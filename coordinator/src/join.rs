@@ -163,11 +163,13 @@ impl Coordinator {
         match &result {
             Ok(joined) => {
                 self.inner.metrics.join_attempt("joined");
+                // The name is a validated DNS-1123 label by now.
                 tracing::info!(%peer, hypervisor = %req.name, role = %joined.role, "hypervisor joined");
             }
             Err((e, label)) => {
                 self.inner.metrics.join_attempt(label);
-                tracing::warn!(%peer, hypervisor = %req.name, reason = label, "join refused: {e}");
+                // The name is not validated yet: Debug escapes it.
+                tracing::warn!(%peer, hypervisor = ?req.name, reason = label, "join refused: {e}");
             }
         }
         result.map_err(|(e, _)| e)

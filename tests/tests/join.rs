@@ -408,6 +408,33 @@ async fn joins_are_refused_with_reasons_and_exit_codes() {
     // A machine that joined already is not joined over.
     coord.join(&many, "hv-a").await.fails(4, "joined already");
 
+    // The CRI check runs first (with the real client: nothing answers at
+    // this path) and names what is wrong; the token is not used.
+    let machine = coord.machine("hv-cri");
+    let out = oi(&[
+        "hypervisor",
+        "join",
+        "--coordinator",
+        addr,
+        "--token",
+        many["token"].as_str().unwrap(),
+        "--ca-cert-hash",
+        hash,
+        "--name",
+        "hv-cri",
+        "--no-systemd",
+        "--cri-socket",
+        "/nonexistent/containerd.sock",
+        "--config-dir",
+        &machine.join("etc").display().to_string(),
+    ])
+    .await;
+    out.fails(
+        1,
+        "cannot reach the CRI socket /nonexistent/containerd.sock",
+    );
+    assert!(out.stderr.contains("--skip-cri-check"), "{}", out.stderr);
+
     // Nothing listening.
     coord
         .join_with(
@@ -438,6 +465,16 @@ async fn joins_are_refused_with_reasons_and_exit_codes() {
     assert_eq!(state_of(short["id"].as_str().unwrap()), "expired");
     assert_eq!(state_of(rid), "revoked");
     assert_eq!(state_of(many["id"].as_str().unwrap()), "active");
+    let many_uses = coord
+        .tokens()
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == many["id"])
+        .unwrap()["uses"]
+        .clone();
+    assert_eq!(many_uses, 0, "refused joins used nothing");
     let m = coord.c().metrics().encode();
     for label in [
         "joined",
@@ -560,6 +597,26 @@ async fn a_removed_hypervisor_is_disconnected_refused_and_can_join_again() {
         .admin(&["hypervisor", "remove", "hv-1"])
         .await
         .fails(3, "not found");
+
+    // A machine that joined but never connected can be removed too (its
+    // certificate revoked), which frees the name.
+    let t2 = coord.token("public", &["--uses", "2"]).await;
+    coord.join(&t2, "hv-2").await.ok();
+    coord
+        .join_from(&t2, "hv-2", "hv-2-again")
+        .await
+        .fails(4, "not connected yet");
+    let out = coord.admin(&["hypervisor", "remove", "hv-2"]).await;
+    assert!(
+        out.ok()
+            .contains("hypervisor/hv-2 removed: 1 certificate revoked\n"),
+        "{}",
+        out.stdout
+    );
+    coord.join_from(&t2, "hv-2", "hv-2-again").await.ok();
+    let mut stale = start_joined(&coord.machine("hv-2")).await;
+    refused_with(&mut stale, CloseCode::CloseRevoked).await;
+    stale.handle.shutdown().await;
 
     // The name can join again (another machine directory: a new key and
     // certificate); the new identity is accepted, the old one still not.
@@ -834,10 +891,19 @@ async fn a_flood_of_bad_joins_does_not_slow_placement_fan_out() {
          {flood_was_running}); the flood took {flood_took:?}: {codes:?}"
     );
     assert_eq!(codes.values().sum::<usize>(), FLOOD);
-    assert!(
-        codes.get("ResourceExhausted").copied().unwrap_or(0) >= FLOOD - 10,
-        "the limiter refused the flood: {codes:?}"
-    );
+    // Under this much concurrency on two cores some flood connections time
+    // out client-side (5 s connect timeout); every attempt that got an
+    // answer was refused, and only the per-address burst (5) was evaluated.
+    let answered: usize = codes
+        .iter()
+        .filter(|(k, _)| !k.starts_with("connect failed"))
+        .map(|(_, n)| n)
+        .sum();
+    let evaluated = codes.get("Unauthenticated").copied().unwrap_or(0);
+    let limited = codes.get("ResourceExhausted").copied().unwrap_or(0);
+    assert_eq!(evaluated + limited, answered, "other answers: {codes:?}");
+    assert!(evaluated <= 5, "{codes:?}");
+    assert!(limited >= FLOOD / 2, "{codes:?}");
     assert!(
         d95 < 1000.0,
         "fan-out p95 {d95:.1} ms during the flood (before: {b95:.1} ms)"

@@ -32,7 +32,7 @@ use std::time::Duration;
 pub const UNIT_CONFIG_DIR: &str = "/etc/oneinfra/agent";
 pub const UNIT: &str = "oi-agent.service";
 
-#[derive(Args, Debug)]
+#[derive(Args)]
 pub struct JoinArgs {
     /// The coordinator's API, HOST:PORT, as in the join command that
     /// `oi hypervisor token create` printed.
@@ -84,6 +84,20 @@ pub struct JoinArgs {
     /// How long to wait for the started agent to connect.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::wait::parse_duration)]
     pub timeout: Duration,
+}
+
+/// Shows everything but the token.
+impl std::fmt::Debug for JoinArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinArgs")
+            .field("coordinator", &self.coordinator)
+            .field("ca_cert_hash", &self.ca_cert_hash)
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("config_dir", &self.config_dir)
+            .field("no_systemd", &self.no_systemd)
+            .finish_non_exhaustive()
+    }
 }
 
 fn invalid(message: String) -> CliError {

@@ -36,12 +36,15 @@ pub fn parse_pin(pin: &str) -> CliResult<String> {
     Ok(format!("sha256:{}", hex.to_ascii_lowercase()))
 }
 
-/// What the verifier saw, for the error message of a mismatch.
+/// What the verifier saw, for the error message of a refusal.
 #[derive(Debug, Default)]
 pub struct Seen {
     /// Hashes of the certificates the server sent besides its own; set
     /// when none matched.
     pub mismatch: Option<Vec<String>>,
+    /// The pinned CA was there, but the server's certificate did not verify
+    /// against it.
+    pub leaf: Option<rustls::Error>,
 }
 
 #[derive(Debug)]
@@ -91,7 +94,11 @@ impl ServerCertVerifier for PinnedCa {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        verifier
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .inspect_err(|e| {
+                self.seen.lock().unwrap_or_else(|e| e.into_inner()).leaf = Some(e.clone());
+            })
     }
 
     fn verify_tls12_signature(
@@ -180,14 +187,16 @@ pub async fn connect(addr: &str, pin: &str) -> CliResult<Channel> {
     match endpoint.connect_with_connector(connector).await {
         Ok(channel) => Ok(channel),
         Err(e) => {
-            let mismatch = seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .mismatch
-                .take();
-            Err(match mismatch {
-                Some(presented) => mismatch_error(addr, pin, &presented),
-                None => CliError::new(
+            let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+            Err(match seen {
+                Seen {
+                    mismatch: Some(presented),
+                    ..
+                } => mismatch_error(addr, pin, &presented),
+                Seen {
+                    leaf: Some(leaf), ..
+                } => leaf_error(addr, &host, &leaf),
+                _ => CliError::new(
                     Exit::Unavailable,
                     format!(
                         "cannot reach the coordinator at {addr}: {}; check --coordinator (the \
@@ -197,6 +206,27 @@ pub async fn connect(addr: &str, pin: &str) -> CliResult<Channel> {
                 ),
             })
         }
+    }
+}
+
+/// The refusal when the pinned CA is there but the server's own
+/// certificate does not verify against it.
+pub fn leaf_error(addr: &str, host: &str, e: &rustls::Error) -> CliError {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::NotValidForName)
+        | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => CliError::new(
+            Exit::Invalid,
+            format!(
+                "the coordinator's certificate is not valid for {host:?} ({e}): use the address                  in the join command `oi hypervisor token create` printed, or add {host:?} to the                  coordinator's server_names. Nothing was sent"
+            ),
+        ),
+        other => CliError::new(
+            Exit::Untrusted,
+            format!(
+                "refusing to join: the coordinator at {addr} presented the pinned CA, but a                  certificate that does not verify against it ({other}). It may be an impostor.                  Nothing was sent"
+            ),
+        ),
     }
 }
 
@@ -239,6 +269,48 @@ mod tests {
         assert_eq!(split_host_port("[::1]:7444"), Some(("::1".into(), 7444)));
         assert_eq!(split_host_port("host"), None);
         assert_eq!(split_host_port(":1"), None);
+    }
+
+    /// The verifier against chains a server could present.
+    #[test]
+    fn only_a_leaf_of_the_pinned_ca_for_the_right_name_passes() {
+        use crate::pki::LinkCa;
+        let der = |pem: &str| oi_proto::tls::parse_certs(pem.as_bytes()).unwrap();
+        let ca = LinkCa::generate().unwrap();
+        let other = LinkCa::generate().unwrap();
+        let ca_der = der(ca.cert_pem()).remove(0);
+        let other_der = der(other.cert_pem()).remove(0);
+        let pin = ca.cert_hash().unwrap();
+        let leaf = der(&ca.issue_server(&["localhost".into()]).unwrap().cert_pem).remove(0);
+        let forged = der(&other.issue_server(&["localhost".into()]).unwrap().cert_pem).remove(0);
+        let name = |n: &str| ServerName::try_from(n.to_string()).unwrap();
+        let verify =
+            |leaf: &CertificateDer<'static>, chain: &[CertificateDer<'static>], host: &str| {
+                let v = PinnedCa::new(&pin);
+                let r = v.verify_server_cert(leaf, chain, &name(host), &[], UnixTime::now());
+                let seen = std::mem::take(&mut *v.seen.lock().unwrap());
+                (r.is_ok(), seen)
+            };
+        let (ok, _) = verify(&leaf, std::slice::from_ref(&ca_der), "localhost");
+        assert!(ok, "the real coordinator");
+        // Another CA: a mismatch, with what was presented.
+        let (ok, seen) = verify(&forged, std::slice::from_ref(&other_der), "localhost");
+        assert!(!ok);
+        assert_eq!(seen.mismatch, Some(vec![other.cert_hash().unwrap()]));
+        // No CA in the chain at all.
+        let (ok, seen) = verify(&leaf, &[], "localhost");
+        assert!(!ok && seen.mismatch == Some(vec![]));
+        // The pinned CA's public certificate copied next to another leaf.
+        let (ok, seen) = verify(&forged, std::slice::from_ref(&ca_der), "localhost");
+        assert!(!ok);
+        let e = leaf_error("c:1", "localhost", &seen.leaf.unwrap());
+        assert_eq!(e.exit, Exit::Untrusted, "{}", e.message);
+        // The right coordinator under a name its certificate does not carry.
+        let (ok, seen) = verify(&leaf, std::slice::from_ref(&ca_der), "elsewhere");
+        assert!(!ok);
+        let e = leaf_error("elsewhere:1", "elsewhere", &seen.leaf.unwrap());
+        assert_eq!(e.exit, Exit::Invalid);
+        assert!(e.message.contains("server_names"), "{}", e.message);
     }
 
     #[test]
