@@ -94,6 +94,12 @@ impl IdentityFiles {
         let cert =
             std::fs::read(&self.cert).with_context(|| format!("read {}", self.cert.display()))?;
         let key = oi_proto::fsutil::read_secret_file(&self.key)?;
+        // Keys this code writes are PKCS#8; one made by hand in another
+        // format is left to rustls, which reads more of them.
+        let pkcs8 = std::str::from_utf8(&key).is_ok_and(|k| rcgen::KeyPair::from_pem(k).is_ok());
+        if !pkcs8 {
+            return Ok((cert, key));
+        }
         check_pair(&cert, &key).with_context(|| {
             format!(
                 "{} does not belong to {}: join this hypervisor again (`oi hypervisor join`)",
