@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod backoff;
 pub mod config;
+pub mod identity;
 pub mod link;
+pub mod link_file;
 pub mod plan;
 pub mod probe;
 pub mod reconnect;

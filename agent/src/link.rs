@@ -4,7 +4,15 @@
 //!
 //! Placements are persisted before they are published to the supervisor,
 //! so an agent restarted while the coordinator is away resumes from disk.
+//!
+//! The link also renews the agent's certificate: when less than a third of
+//! its lifetime is left (checked after each connect, and again when that
+//! time comes), it generates a new key, sends a CSR, stores the certificate
+//! it gets back with the key (see [`crate::identity`]) and uses them from
+//! the next connection on.
 
+use crate::identity::{self, CertInfo, IdentityFiles};
+use crate::link_file::LinkFile;
 use crate::reconnect::Reconnect;
 use crate::state_file;
 use anyhow::{anyhow, Context, Result};
@@ -40,6 +48,11 @@ pub struct LinkConfig {
     pub state_path: PathBuf,
     /// Reconnect backoff.
     pub reconnect: Reconnect,
+    /// Where the identity is kept; renewals replace it there. `None`: a
+    /// renewed identity lives in memory only.
+    pub identity_files: Option<IdentityFiles>,
+    /// Where to write the link status (`link.json`); `None`: nowhere.
+    pub status_file: Option<PathBuf>,
 }
 
 /// Why the last connection attempt or link ended.
@@ -68,9 +81,21 @@ pub enum LinkStatus {
     },
     Connected {
         peer: SocketAddr,
+        /// Serial of the certificate this connection was made with.
+        certificate_serial: String,
     },
     Stopped,
 }
+
+/// A renewal asked for and not answered yet.
+struct PendingRenewal {
+    key_pem: String,
+    sent: Instant,
+}
+
+/// How long a renewal may go unanswered, and how long to wait after a
+/// failed one, before asking again.
+const RENEWAL_RETRY: Duration = Duration::from_secs(60);
 
 pub struct Link {
     cfg: LinkConfig,
@@ -79,6 +104,10 @@ pub struct Link {
     desired: watch::Sender<Arc<Placement>>,
     status: watch::Receiver<Vec<ComponentStatus>>,
     link_status: watch::Sender<LinkStatus>,
+    /// The current certificate (the next connection's).
+    cert: CertInfo,
+    renewal: Option<PendingRenewal>,
+    renewal_retry: Option<Instant>,
 }
 
 impl Link {
@@ -91,6 +120,12 @@ impl Link {
     ) -> Result<Self> {
         let client = oi_proto::tls::client_config(Some(&cfg.identity), &cfg.ca)
             .context("build link TLS client")?;
+        let leaf = cfg
+            .identity
+            .chain
+            .first()
+            .context("the agent's certificate chain is empty")?;
+        let cert = identity::cert_info(leaf).context("read the agent's certificate")?;
         Ok(Self {
             cfg,
             runtime_info,
@@ -98,7 +133,113 @@ impl Link {
             desired,
             status,
             link_status,
+            cert,
+            renewal: None,
+            renewal_retry: None,
         })
+    }
+
+    /// Publishes the link status, and writes it to the status file.
+    fn set_status(&self, status: LinkStatus) {
+        if let Some(path) = &self.cfg.status_file {
+            let serial = match &status {
+                LinkStatus::Connected {
+                    certificate_serial, ..
+                } => certificate_serial.clone(),
+                _ => self.cert.serial.clone(),
+            };
+            let file = LinkFile::new(&status, &self.cfg.coordinator, &serial, unix_ms());
+            if let Err(e) = file.write(path) {
+                tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "write link status");
+            }
+        }
+        self.link_status.send_replace(status);
+    }
+
+    /// How long until a renewal should be asked for (zero: now).
+    fn renewal_wait(&self) -> Duration {
+        let now = Instant::now();
+        let retry_at = match &self.renewal {
+            Some(p) => Some(p.sent + RENEWAL_RETRY),
+            None => self.renewal_retry,
+        };
+        if let Some(at) = retry_at.filter(|at| *at > now) {
+            return at - now;
+        }
+        // Look again at least hourly: the wall clock may jump.
+        self.cert
+            .until_renewal(std::time::SystemTime::now())
+            .min(Duration::from_secs(3600))
+    }
+
+    /// A CSR for a new key, when a renewal is due.
+    fn start_renewal(&mut self) -> Option<String> {
+        if !self.renewal_wait().is_zero() {
+            return None;
+        }
+        match identity::new_key_and_csr(&self.cfg.name) {
+            Ok((key_pem, csr)) => {
+                tracing::info!(serial = %self.cert.serial, "renewing the agent certificate");
+                self.renewal = Some(PendingRenewal {
+                    key_pem,
+                    sent: Instant::now(),
+                });
+                Some(csr)
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "generate a key to renew the certificate");
+                self.renewal_retry = Some(Instant::now() + RENEWAL_RETRY);
+                None
+            }
+        }
+    }
+
+    /// Takes a renewed certificate into use for the next connection, after
+    /// storing it with its key.
+    fn finish_renewal(&mut self, renewed: pb::Renewed) {
+        let Some(pending) = self.renewal.take() else {
+            tracing::warn!("ignoring a renewed certificate that was not asked for");
+            return;
+        };
+        let result = (|| -> Result<(Identity, CertInfo)> {
+            if !renewed.error.is_empty() {
+                anyhow::bail!("the coordinator refused: {}", renewed.error);
+            }
+            let cert_pem = renewed.certificate_pem.as_bytes();
+            identity::check_pair(cert_pem, pending.key_pem.as_bytes())?;
+            let id = Identity::from_pem(cert_pem, pending.key_pem.as_bytes())?;
+            let info = identity::cert_info(&id.chain[0])?;
+            if info.common_name != self.cfg.name {
+                anyhow::bail!(
+                    "the certificate names {:?}, not this hypervisor",
+                    info.common_name
+                );
+            }
+            if let Some(files) = &self.cfg.identity_files {
+                files
+                    .replace(cert_pem, pending.key_pem.as_bytes())
+                    .context("store the renewed certificate")?;
+            }
+            Ok((id, info))
+        })();
+        match result.and_then(|(id, info)| {
+            let client = oi_proto::tls::client_config(Some(&id), &self.cfg.ca)
+                .context("build link TLS client")?;
+            Ok((id, info, client))
+        }) {
+            Ok((id, info, client)) => {
+                tracing::info!(old_serial = %self.cert.serial, serial = %info.serial,
+                    not_after = ?info.not_after, "certificate renewed; used from the next connection");
+                self.cfg.identity = id;
+                self.client = client;
+                self.cert = info;
+                self.renewal_retry = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "certificate renewal failed; retrying in {RENEWAL_RETRY:?}");
+                self.renewal_retry = Some(Instant::now() + RENEWAL_RETRY);
+            }
+        }
     }
 
     /// Runs until `shutdown` flips. Never touches containers.
@@ -134,7 +275,7 @@ impl Link {
                 }
                 _ => tracing::warn!(coordinator = %self.cfg.coordinator, "link down: {err}"),
             }
-            self.link_status.send_replace(LinkStatus::Connecting {
+            self.set_status(LinkStatus::Connecting {
                 attempt,
                 last_error: Some(err),
             });
@@ -145,7 +286,7 @@ impl Link {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        self.link_status.send_replace(LinkStatus::Stopped);
+        self.set_status(LinkStatus::Stopped);
     }
 
     async fn connect_and_serve(
@@ -153,6 +294,20 @@ impl Link {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), LinkError> {
         let plain = |reason: String| LinkError { code: None, reason };
+        if self.cert.not_after <= std::time::SystemTime::now() {
+            return Err(plain(format!(
+                "this agent's certificate (serial {}) expired at {} (Unix time) before it \
+                 could be renewed: remove the hypervisor on the coordinator (`oi hypervisor \
+                 remove {}`) and join it again",
+                self.cert.serial,
+                self.cert
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+                self.cfg.name
+            )));
+        }
         let addr = tokio::net::lookup_host(&self.cfg.coordinator)
             .await
             .map_err(|e| plain(format!("resolve {}: {e}", self.cfg.coordinator)))?
@@ -239,8 +394,9 @@ impl Link {
             }
             _ => return Err(SessionError::Protocol("expected a welcome".into())),
         };
-        self.link_status.send_replace(LinkStatus::Connected {
+        self.set_status(LinkStatus::Connected {
             peer: conn.remote_address(),
+            certificate_serial: self.cert.serial.clone(),
         });
         tracing::info!(coordinator = %conn.remote_address(), "link up");
 
@@ -254,6 +410,12 @@ impl Link {
                 _ = ticker.tick() => {
                     let hb = pb::Heartbeat { sent_unix_ms: unix_ms() };
                     writer.send(&agent(agent_message::Msg::Heartbeat(hb))).await.map_err(|e| lost(&e))?;
+                }
+                _ = tokio::time::sleep(self.renewal_wait()) => {
+                    if let Some(csr_pem) = self.start_renewal() {
+                        let req = pb::RenewRequest { csr_pem };
+                        writer.send(&agent(agent_message::Msg::Renew(req))).await.map_err(|e| lost(&e))?;
+                    }
                 }
                 changed = self.status.changed() => {
                     if changed.is_err() {
@@ -299,6 +461,7 @@ impl Link {
                         Some(coordinator_message::Msg::HeartbeatAck(ack)) => {
                             tracing::trace!(rtt_ms = unix_ms().saturating_sub(ack.echoed_unix_ms), "heartbeat ack");
                         }
+                        Some(coordinator_message::Msg::Renewed(r)) => self.finish_renewal(r),
                         Some(coordinator_message::Msg::Welcome(_)) | None => {
                             return Err(SessionError::Protocol("unexpected frame".into()))
                         }
@@ -384,7 +547,8 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Reads the CA bundle, certificate and key of the agent's identity.
+/// Reads the CA bundle, certificate and key of the agent's identity
+/// (finishing or discarding an interrupted renewal first).
 pub fn load_identity(
     ca: &std::path::Path,
     cert: &std::path::Path,
@@ -393,8 +557,11 @@ pub fn load_identity(
     let ca_pem = std::fs::read(ca).with_context(|| format!("read CA {}", ca.display()))?;
     let ca =
         oi_proto::tls::parse_certs(&ca_pem).with_context(|| format!("parse {}", ca.display()))?;
-    let cert_pem = std::fs::read(cert).with_context(|| format!("read {}", cert.display()))?;
-    let key_pem = oi_proto::fsutil::read_secret_file(key)?;
+    let files = IdentityFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let (cert_pem, key_pem) = files.load()?;
     let identity = Identity::from_pem(&cert_pem, &key_pem)
         .map_err(|e| anyhow!("load agent identity from {}: {e:#}", cert.display()))?;
     Ok((ca, identity))

@@ -4,9 +4,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use oi_agent::agent::{self, AgentOptions};
 use oi_agent::config::RawConfig;
-use oi_agent::link::LinkConfig;
-use oi_agent::reconnect::Reconnect;
-use oi_proto::model::Capacity;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,24 +45,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(config: oi_agent::config::Config) -> Result<()> {
-    let (ca, identity) =
-        oi_agent::link::load_identity(&config.ca_path, &config.cert_path, &config.key_path)?;
-    let link = LinkConfig {
-        name: config.name.clone(),
-        role: config.role,
-        coordinator: config.coordinator.clone(),
-        server_name: config.server_name.clone(),
-        identity,
-        ca,
-        capacity: Capacity {
-            cpu_millis: config.cpu_millis,
-            memory_bytes: config.memory_bytes,
-            host_ports: config.port_range,
-            address: config.address.clone(),
-        },
-        state_path: config.placement_path(),
-        reconnect: Reconnect::default(),
-    };
+    let link = config.link_config()?;
     let runtime = Arc::new(oi_agent::runtime::connect(&config).await?);
     let handle = agent::start(
         AgentOptions {
@@ -75,13 +55,14 @@ async fn run(config: oi_agent::config::Config) -> Result<()> {
         runtime,
     )
     .await?;
+    // Before READY: a SIGTERM right after it must find the handler.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
     // Ready once the persisted placement is loaded and supervised: a
     // coordinator outage must not hold up boot.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "notify systemd of readiness");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping the agent; containers keep running"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping the agent; containers keep running"),

@@ -76,7 +76,11 @@ mod tests {
     fn grows_to_the_cap_with_jitter_and_resets() {
         let mut r = Reconnect::new(Duration::from_millis(100), Duration::from_secs(2))
             .with_first_spread(Duration::from_secs(3));
-        assert_eq!(r.clone().next_delay(0.5), Duration::from_millis(1500), "first: full jitter");
+        assert_eq!(
+            r.clone().next_delay(0.5),
+            Duration::from_millis(1500),
+            "first: full jitter"
+        );
         let lows: Vec<_> = (0..9).map(|_| r.next_delay(0.0)).collect();
         assert_eq!(lows[0], Duration::ZERO);
         assert_eq!(lows[1], Duration::from_millis(100));

@@ -64,7 +64,7 @@ fn unix_ms() -> u64 {
 
 impl Coordinator {
     /// The scheduler's view of the fleet, without `cluster`'s own components.
-    fn snapshot(&self, cluster: &str) -> Snapshot {
+    pub(crate) fn snapshot(&self, cluster: &str) -> Snapshot {
         let views = self.inner.index.views();
         let hypervisors = views
             .iter()
@@ -116,6 +116,11 @@ impl Coordinator {
             replica: render::replica_resources(inner.profile),
             ingress: render::ingress_resources(inner.profile),
             current: current.cloned(),
+            exclude: inner
+                .draining
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         };
         let mut allocation = schedule::schedule(&self.snapshot(&spec.name), &request)
             .map_err(|e| PlaceError::NoRoom(e.to_string()))?;

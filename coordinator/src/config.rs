@@ -5,6 +5,7 @@ use crate::cluster::render::Profile;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,6 +47,41 @@ pub struct RawConfig {
     /// Agent handshakes accepted per second; more are refused at once and
     /// the agents retry with backoff. 0 (default): no limit.
     pub link_accept_rate: Option<u32>,
+    /// The name or IP address joining hypervisors and agents reach this
+    /// coordinator on; `oi hypervisor token create` prints it in the join
+    /// command (with the API port), and joins hand it to agents (with the
+    /// link port). One of `server_names`. Default: the first of them.
+    pub advertise_address: Option<String>,
+    /// Lifetime of the certificates hypervisors get by joining or renewing,
+    /// in seconds (at least 600). Default one year; agents renew when a
+    /// third is left.
+    pub agent_cert_lifetime_secs: Option<u64>,
+    /// Join attempts one source address may make per minute. Default 5.
+    pub join_rate_per_minute: Option<u32>,
+    /// Join attempts one source address may make at once. Default 5.
+    pub join_burst: Option<u32>,
+    /// Join attempts from all sources per second. Default 50.
+    pub join_global_per_second: Option<u32>,
+}
+
+/// How many join attempts are evaluated; the rest are refused with
+/// RESOURCE_EXHAUSTED before the token is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinLimits {
+    pub per_address_per_minute: NonZeroU32,
+    pub per_address_burst: NonZeroU32,
+    pub global_per_second: NonZeroU32,
+}
+
+impl Default for JoinLimits {
+    fn default() -> Self {
+        let n = |v: u32| NonZeroU32::new(v).expect("nonzero literal");
+        Self {
+            per_address_per_minute: n(5),
+            per_address_burst: n(5),
+            global_per_second: n(50),
+        }
+    }
 }
 
 /// Validated configuration.
@@ -67,6 +103,10 @@ pub struct Config {
     pub link_socket_buffer_bytes: usize,
     /// Handshakes per second; `None`: no limit.
     pub link_accept_rate: Option<std::num::NonZeroU32>,
+    /// Host (name or IP address) in join commands and link addresses.
+    pub advertise_address: String,
+    pub agent_cert_lifetime: Duration,
+    pub join_limits: JoinLimits,
 }
 
 impl RawConfig {
@@ -129,10 +169,50 @@ impl RawConfig {
         if !(1..=3600).contains(&retry) {
             bail!("pending_retry_secs = {retry} is out of range: use 1 to 3600");
         }
+        let advertise_address = match self.advertise_address {
+            None => server_names[0].clone(),
+            Some(a) if server_names.contains(&a) => a,
+            Some(a) => bail!(
+                "advertise_address = {a:?} is not one of server_names ({}): add it there, so \
+                 that the coordinator's certificate names it",
+                server_names.join(", ")
+            ),
+        };
+        let lifetime = self
+            .agent_cert_lifetime_secs
+            .unwrap_or(crate::pki::AGENT_CERT_LIFETIME.as_secs());
+        if !(600..=10 * 365 * 24 * 3600).contains(&lifetime) {
+            bail!("agent_cert_lifetime_secs = {lifetime} is out of range: use 600 to 315360000");
+        }
+        let defaults = JoinLimits::default();
+        let limit = |field: &str, v: Option<u32>, default: NonZeroU32| -> Result<NonZeroU32> {
+            match v {
+                None => Ok(default),
+                Some(v) => NonZeroU32::new(v)
+                    .filter(|v| v.get() <= 100_000)
+                    .with_context(|| format!("{field} = {v} is out of range: use 1 to 100000")),
+            }
+        };
+        let join_limits = JoinLimits {
+            per_address_per_minute: limit(
+                "join_rate_per_minute",
+                self.join_rate_per_minute,
+                defaults.per_address_per_minute,
+            )?,
+            per_address_burst: limit("join_burst", self.join_burst, defaults.per_address_burst)?,
+            global_per_second: limit(
+                "join_global_per_second",
+                self.join_global_per_second,
+                defaults.global_per_second,
+            )?,
+        };
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("/var/lib/oneinfra/coordinator"));
         Ok(Config {
+            advertise_address,
+            agent_cert_lifetime: Duration::from_secs(lifetime),
+            join_limits,
             kek_file: self.kek_file.unwrap_or_else(|| data_dir.join("kek")),
             image_repository: self.image_repository,
             profile,
@@ -167,6 +247,9 @@ impl Config {
             pending_retry: Duration::from_secs(1),
             link_socket_buffer_bytes: 0,
             link_accept_rate: None,
+            advertise_address: "127.0.0.1".into(),
+            agent_cert_lifetime: crate::pki::AGENT_CERT_LIFETIME,
+            join_limits: JoinLimits::default(),
         }
     }
 
@@ -191,6 +274,16 @@ mod tests {
         assert_eq!(c.listen.port(), 7443);
         assert_eq!(c.metrics_listen.unwrap().port(), 9441);
         assert_eq!(c.api_listen.unwrap().to_string(), "0.0.0.0:7444");
+        assert_eq!(c.advertise_address, "localhost");
+        assert_eq!(c.join_limits, JoinLimits::default());
+        let raw: RawConfig = toml::from_str(
+            "server_names = [\"10.0.0.1\", \"coord.example.com\"]\n\
+             advertise_address = \"coord.example.com\"\njoin_global_per_second = 7",
+        )
+        .unwrap();
+        let c = raw.validate().unwrap();
+        assert_eq!(c.advertise_address, "coord.example.com");
+        assert_eq!(c.join_limits.global_per_second.get(), 7);
 
         let bad = [
             ("listen = \"nope\"", "listen"),
@@ -199,6 +292,9 @@ mod tests {
             ("server_names = [\"a b\"]", "server_names"),
             ("image_repository = \"x/\"", "image_repository"),
             ("profile = \"tiny\"", "profile"),
+            ("advertise_address = \"elsewhere\"", "server_names"),
+            ("agent_cert_lifetime_secs = 10", "agent_cert_lifetime_secs"),
+            ("join_burst = 0", "join_burst"),
         ];
         for (text, needle) in bad {
             let raw: RawConfig = toml::from_str(text).unwrap();

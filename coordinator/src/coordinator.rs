@@ -46,6 +46,28 @@ pub(crate) struct Inner {
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Per cluster: the endpoint it was bootstrapped at, or the last error.
     pub bootstrapped: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
+    /// Hypervisors being drained: the scheduler keeps no slot on them.
+    pub draining: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// `HOST:PORT` of the admin API (joins) and of the link, as machines
+    /// elsewhere reach them.
+    pub endpoints: Endpoints,
+}
+
+/// Where joining machines and agents reach this coordinator.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoints {
+    /// The admin API (`None` when it is disabled: no joins then).
+    pub join: Option<String>,
+    pub link: String,
+}
+
+/// `HOST:PORT`, with an IPv6 host in brackets.
+pub(crate) fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// A handle on a running coordinator; cheap to clone.
@@ -195,6 +217,12 @@ impl Coordinator {
             matrix = matrix.with_image_repository(repo);
         }
         let pending_retry = config.pending_retry;
+        let endpoints = Endpoints {
+            join: api
+                .as_ref()
+                .map(|a| host_port(&config.advertise_address, a.2.port())),
+            link: host_port(&config.advertise_address, link_addr.port()),
+        };
         let inner = Arc::new(Inner {
             store,
             index,
@@ -208,6 +236,8 @@ impl Coordinator {
             cluster_lock: tokio::sync::Mutex::new(()),
             ever_ready: Default::default(),
             bootstrapped: Default::default(),
+            draining: Default::default(),
+            endpoints,
         });
         let coordinator = Coordinator { inner };
         let link_task = tokio::spawn(crate::link::serve(
@@ -226,11 +256,16 @@ impl Coordinator {
             shutdown_rx.clone(),
         ));
         let api_addr = api.as_ref().map(|a| a.2);
+        let join = crate::api::join::JoinSettings {
+            limits: coordinator.inner.config.join_limits,
+            metrics: Some(coordinator.inner.metrics.clone()),
+        };
         let api_task = api.map(|(listener, tls, _)| {
-            tokio::spawn(crate::api::serve(
+            tokio::spawn(crate::api::serve_with(
                 listener,
                 tls,
                 Arc::new(coordinator.clone()),
+                join,
                 shutdown_rx,
             ))
         });

@@ -125,6 +125,16 @@ impl Index {
         }
     }
 
+    /// Forgets a hypervisor (after the store did); returns its open
+    /// connection, for the caller to close. Its session sees the placement
+    /// channel end.
+    pub fn remove(&self, name: &str) -> Option<quinn::Connection> {
+        let mut inner = self.lock();
+        let entry = inner.hypervisors.remove(name)?;
+        inner.location.retain(|_, hv| hv != name);
+        entry.connection
+    }
+
     pub fn record(&self, name: &str) -> Option<HypervisorRecord> {
         self.lock().hypervisors.get(name).map(|e| e.record.clone())
     }

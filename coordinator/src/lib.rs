@@ -10,7 +10,10 @@ pub mod config;
 pub mod coordinator;
 pub mod etcd_admin;
 pub mod http;
+pub mod hypervisors;
+pub mod identity;
 pub mod index;
+pub mod join;
 pub mod link;
 pub mod metrics;
 pub mod operations;
@@ -19,6 +22,7 @@ pub mod pki;
 pub mod scaling;
 pub mod seal;
 pub mod store;
+pub mod tokens;
 
 /// Resolves once a shutdown flag flips to true (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {

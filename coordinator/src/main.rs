@@ -79,12 +79,13 @@ fn main() -> Result<()> {
 
 async fn serve(config: oi_coordinator::config::Config) -> Result<()> {
     let mut running = Coordinator::start(config).await?;
+    // Before READY: a SIGTERM right after it must find the handler.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install SIGTERM handler")?;
     // Ready: the store is open and every listener is bound.
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "notify systemd of readiness");
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),

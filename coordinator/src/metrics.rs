@@ -26,6 +26,8 @@ pub struct Metrics {
     pub store_write_seconds: Histogram,
     pub rejected_connections: Family<ReasonLabel, Counter>,
     pub placement_messages: Family<ReasonLabel, Counter>,
+    pub join_attempts: Family<ReasonLabel, Counter>,
+    pub certificates_renewed: Counter,
 }
 
 impl Default for Metrics {
@@ -67,8 +69,22 @@ impl Metrics {
             "Placement messages sent to agents, by kind (snapshot, update)",
             placement_messages.clone(),
         );
+        let join_attempts = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "join_attempts",
+            "Join attempts by result (joined, rate_limited, invalid_token, expired_token, ...)",
+            join_attempts.clone(),
+        );
+        let certificates_renewed = Counter::default();
+        registry.register(
+            "certificates_renewed",
+            "Hypervisor certificates renewed over the link",
+            certificates_renewed.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            join_attempts,
+            certificates_renewed,
             connected_agents,
             placement_generation,
             store_write_seconds,
@@ -89,6 +105,14 @@ impl Metrics {
         self.placement_messages
             .get_or_create(&ReasonLabel {
                 reason: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn join_attempt(&self, result: &str) {
+        self.join_attempts
+            .get_or_create(&ReasonLabel {
+                reason: result.to_string(),
             })
             .inc();
     }

@@ -6,9 +6,12 @@ use crate::cluster::status::component_view;
 use crate::coordinator::Coordinator;
 use crate::index::LinkState;
 use crate::ops::{
-    ApplyOutcome, ClusterView, ComponentView, HypervisorSummary, OpError, Operations, VersionInfo,
+    ApplyOutcome, ClusterView, ComponentView, CreatedToken, DrainOutcome, HypervisorSummary,
+    JoinRequest, JoinTokenView, Joined, OpError, Operations, RemoveOutcome, VersionInfo,
 };
 use async_trait::async_trait;
+use oi_proto::model::Role;
+use std::time::Duration;
 
 #[async_trait]
 impl Operations for Coordinator {
@@ -133,5 +136,38 @@ impl Operations for Coordinator {
 
     fn kubernetes_versions(&self) -> Vec<VersionInfo> {
         self.inner.matrix.infos()
+    }
+
+    async fn cordon_hypervisor(&self, name: &str, cordoned: bool) -> Result<(), OpError> {
+        Coordinator::cordon_hypervisor(self, name, cordoned).await
+    }
+
+    async fn drain_hypervisor(&self, name: &str) -> Result<DrainOutcome, OpError> {
+        Coordinator::drain_hypervisor(self, name).await
+    }
+
+    async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError> {
+        Coordinator::remove_hypervisor(self, name).await
+    }
+
+    async fn create_join_token(
+        &self,
+        role: Role,
+        ttl: Duration,
+        max_uses: u32,
+    ) -> Result<CreatedToken, OpError> {
+        Coordinator::create_join_token(self, role, ttl, max_uses).await
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenView>, OpError> {
+        Coordinator::list_join_tokens(self).await
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<(), OpError> {
+        Coordinator::revoke_join_token(self, id).await
+    }
+
+    async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError> {
+        Coordinator::join_hypervisor(self, req).await
     }
 }

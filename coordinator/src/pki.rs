@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// Lifetime of agent client certificates. Renewal over the link comes with
-/// the identity lifecycle; until then certificates last a year.
+/// Default lifetime of agent client certificates (`agent_cert_lifetime_secs`).
+/// Agents renew theirs over the link when less than a third is left.
 pub const AGENT_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -58,12 +58,40 @@ impl std::fmt::Debug for LinkCa {
     }
 }
 
-fn set_validity(params: &mut CertificateParams, lifetime: Duration) {
+/// Sets the validity and a random serial; returns the serial as lowercase hex.
+fn set_validity(params: &mut CertificateParams, lifetime: Duration) -> String {
     let now = time::OffsetDateTime::now_utc();
-    // Tolerate clock skew between machines.
-    params.not_before = now - Duration::from_secs(3600);
+    // Tolerate clock skew between machines: an hour, or a quarter of a short
+    // lifetime (tests), so that "a third of the lifetime left" stays later
+    // than the moment of issue.
+    params.not_before = now - Duration::from_secs(3600).min(lifetime / 4);
     params.not_after = now + lifetime;
-    params.serial_number = Some(SerialNumber::from_slice(&rand::random::<[u8; 16]>()));
+    // 16 random bytes with the top bit clear: a positive INTEGER that DER
+    // encodes without a leading zero, so its hex is the same everywhere.
+    let mut serial = rand::random::<[u8; 16]>();
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    hex::encode(serial)
+}
+
+/// A certificate signed for a key held elsewhere (from a CSR).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedCert {
+    pub cert_pem: String,
+    /// Lowercase hex, as [`cert_serial`] reads it back.
+    pub serial: String,
+    pub not_after_unix_ms: u64,
+}
+
+/// Why a CSR was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum CsrError {
+    /// Bad input: the name or the request.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("sign certificate: {0}")]
+    Sign(String),
 }
 
 fn dn(organization: &str, common_name: &str) -> DistinguishedName {
@@ -85,7 +113,7 @@ impl LinkCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        set_validity(&mut params, CA_LIFETIME);
+        let _serial = set_validity(&mut params, CA_LIFETIME);
         let cert = params.self_signed(&key).context("self-sign CA")?;
         Ok(Self {
             cert_pem: cert.pem(),
@@ -133,6 +161,13 @@ impl LinkCa {
         &self.cert_pem
     }
 
+    /// `sha256:<hex>` of the CA certificate's SubjectPublicKeyInfo (DER), the
+    /// value joining hypervisors pin (`--ca-cert-hash`, as kubeadm's).
+    pub fn cert_hash(&self) -> Result<String> {
+        let der = oi_proto::tls::parse_certs(self.cert_pem.as_bytes())?;
+        ca_cert_hash(&der[0])
+    }
+
     /// The coordinator's serving certificate for the given names/addresses.
     pub fn issue_server(&self, names: &[String]) -> Result<IssuedCert> {
         let key = KeyPair::generate().context("generate server key")?;
@@ -151,7 +186,7 @@ impl LinkCa {
             .collect::<Result<_>>()?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        set_validity(&mut params, SERVER_CERT_LIFETIME);
+        let _serial = set_validity(&mut params, SERVER_CERT_LIFETIME);
         let cert = params
             .signed_by(&key, &self.issuer)
             .context("sign server certificate")?;
@@ -170,6 +205,36 @@ impl LinkCa {
             .context("issue agent certificate")
     }
 
+    /// A client certificate for hypervisor `name` for the public key of
+    /// `csr_pem`, valid for `lifetime`. The common name and organization are
+    /// set here; everything else the request asks for (subject, extensions)
+    /// is ignored. The request's signature is checked, so it proves that the
+    /// caller holds the key.
+    pub fn sign_agent_csr(
+        &self,
+        name: &str,
+        csr_pem: &str,
+        lifetime: Duration,
+    ) -> Result<SignedCert, CsrError> {
+        validate_hypervisor_name(name).map_err(|e| CsrError::Invalid(e.to_string()))?;
+        let public_key =
+            csr_public_key(csr_pem).map_err(|e| CsrError::Invalid(format!("{e:#}")))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn(HYPERVISOR_ORG, name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = set_validity(&mut params, lifetime);
+        let not_after_unix_ms = (params.not_after.unix_timestamp_nanos() / 1_000_000) as u64;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| CsrError::Sign(e.to_string()))?;
+        Ok(SignedCert {
+            cert_pem: cert.pem(),
+            serial,
+            not_after_unix_ms,
+        })
+    }
+
     /// A client certificate for the admin API, with a fresh key: subject
     /// organization [`ADMIN_ORG`], common name `name`.
     pub fn issue_admin(&self, name: &str) -> Result<IssuedCert> {
@@ -184,13 +249,57 @@ impl LinkCa {
         params.distinguished_name = dn(org, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        set_validity(&mut params, lifetime);
+        let _serial = set_validity(&mut params, lifetime);
         let cert = params.signed_by(&key, &self.issuer).context("sign")?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// The public key of a PEM certificate signing request, after checking the
+/// request's self-signature.
+fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo> {
+    use rustls::pki_types::pem::PemObject;
+    use x509_parser::prelude::FromDer;
+    let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
+        .map_err(|e| anyhow!("the certificate signing request is not PEM: {e}"))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| anyhow!("parse the certificate signing request: {e}"))?;
+    csr.verify_signature().map_err(|e| {
+        anyhow!("the certificate signing request's signature does not verify ({e:?})")
+    })?;
+    rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+        .map_err(|e| anyhow!("unsupported key in the certificate signing request: {e}"))
+}
+
+/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo (DER).
+pub fn ca_cert_hash(der: &[u8]) -> Result<String> {
+    use sha2::Digest;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parse certificate: {e}"))?;
+    let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(format!("sha256:{}", hex::encode(digest)))
+}
+
+/// A certificate's serial number, lowercase hex without leading zero bytes.
+pub fn cert_serial(der: &[u8]) -> Result<String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parse certificate: {e}"))?;
+    let bytes = cert.tbs_certificate.raw_serial();
+    let trimmed = match bytes {
+        [0, rest @ ..] if !rest.is_empty() => rest,
+        other => other,
+    };
+    Ok(hex::encode(trimmed))
+}
+
+/// A certificate's notAfter, in Unix milliseconds.
+pub fn cert_not_after_unix_ms(der: &[u8]) -> Result<u64> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parse certificate: {e}"))?;
+    Ok((cert.validity().not_after.timestamp().max(0) as u64) * 1000)
 }
 
 /// Admin names (certificate common names) are short printable text, e.g.
@@ -260,6 +369,7 @@ pub fn organizations(der: &[u8]) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::PublicKeyData;
 
     #[test]
     fn issued_agent_cert_carries_the_name() {
@@ -281,6 +391,102 @@ mod tests {
         for bad in ["", "a b", "a,b", &"x".repeat(65)] {
             assert!(ca.issue_admin(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn csr_signing_sets_name_and_org_and_keeps_only_the_key() {
+        let ca = LinkCa::generate().unwrap();
+        let key = KeyPair::generate().unwrap();
+        // The request asks for another name, an admin organization and a
+        // server SAN: none of it may reach the certificate.
+        let mut asked = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
+        asked.distinguished_name = dn(ADMIN_ORG, "someone-else");
+        let csr = asked.serialize_request(&key).unwrap().pem().unwrap();
+        let signed = ca
+            .sign_agent_csr("hv-1", &csr, Duration::from_secs(3600))
+            .unwrap();
+        let der = oi_proto::tls::parse_certs(signed.cert_pem.as_bytes()).unwrap();
+        assert_eq!(common_name(&der[0]).unwrap(), "hv-1");
+        assert_eq!(organizations(&der[0]).unwrap(), [HYPERVISOR_ORG]);
+        assert_eq!(cert_serial(&der[0]).unwrap(), signed.serial);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der[0]).unwrap();
+        assert!(cert.subject_alternative_name().unwrap().is_none());
+        assert_eq!(
+            cert.tbs_certificate.subject_pki.raw,
+            key.subject_public_key_info().as_slice(),
+            "the certificate carries the requester's key"
+        );
+        let not_after = cert_not_after_unix_ms(&der[0]).unwrap();
+        assert_eq!(not_after / 1000, signed.not_after_unix_ms / 1000);
+        // The leaf chains to the CA and works as a link identity.
+        oi_proto::tls::Identity::from_pem(
+            signed.cert_pem.as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+
+        // Refusals: a bad name, junk, and a request whose signature is not
+        // the key's own.
+        assert!(matches!(
+            ca.sign_agent_csr("Bad_Name", &csr, Duration::from_secs(60)),
+            Err(CsrError::Invalid(_))
+        ));
+        assert!(matches!(
+            ca.sign_agent_csr("hv-1", "junk", Duration::from_secs(60)),
+            Err(CsrError::Invalid(_))
+        ));
+        use rustls::pki_types::pem::PemObject;
+        let csr_der =
+            rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+                .unwrap();
+        let mut tampered = csr_der.to_vec();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 0x01; // flip a bit of the signature
+        let tampered_pem = pem_of("CERTIFICATE REQUEST", &tampered);
+        let err = ca
+            .sign_agent_csr("hv-1", &tampered_pem, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("signature"), "{err}");
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            lines.join("\n")
+        )
+    }
+
+    #[test]
+    fn ca_hash_is_the_sha256_of_the_subject_public_key_info() {
+        use sha2::Digest;
+        let ca = LinkCa::generate().unwrap();
+        let hash = ca.cert_hash().unwrap();
+        let spki = ca.issuer.key().subject_public_key_info();
+        assert_eq!(
+            hash,
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki)))
+        );
+        assert_ne!(hash, LinkCa::generate().unwrap().cert_hash().unwrap());
+    }
+
+    #[test]
+    fn short_lifetimes_backdate_by_a_quarter() {
+        let mut p = CertificateParams::default();
+        set_validity(&mut p, Duration::from_secs(40));
+        assert_eq!((p.not_after - p.not_before).whole_seconds(), 50);
+        set_validity(&mut p, AGENT_CERT_LIFETIME);
+        assert_eq!(
+            (p.not_after - p.not_before).whole_seconds() as u64,
+            AGENT_CERT_LIFETIME.as_secs() + 3600
+        );
     }
 
     #[test]

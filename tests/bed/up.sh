@@ -78,6 +78,7 @@ listen = "0.0.0.0:$COORD_PORT"
 api_listen = "0.0.0.0:$API_PORT"
 metrics_listen = "$METRICS"
 server_names = ["$COORD_ADDR", "localhost", "127.0.0.1"]
+advertise_address = "$COORD_ADDR"
 TOML
   if [ -n "${OI_COORD_PROFILE:-}" ]; then
     echo "profile = \"$OI_COORD_PROFILE\"" >>"$COORD_DIR/config.toml"
@@ -96,7 +97,14 @@ for _ in $(seq 100); do
 done
 curl -fsS "http://$METRICS/healthz" >/dev/null || die "coordinator did not start; see $COORD_DIR/log"
 
-echo "==> starting agents"
+OI="$BIN/oi --config $COORD_DIR/data/admin.conf"
+
+echo "==> joining hypervisors and starting agents"
+# Each hypervisor joins the way a machine does: a join token for its role
+# (created with the admin credentials), then `oi hypervisor join` inside its
+# network namespace (so the coordinator sees the address agents use) against
+# its own containerd (the CRI check is real), writing the agent's config and
+# key under $dir/etc. The agent runs from that config.
 for hv in "${HYPERVISORS[@]}"; do
   read -r name role addr <<<"$hv"
   dir=$BED_DIR/agents/$name
@@ -104,24 +112,21 @@ for hv in "${HYPERVISORS[@]}"; do
     continue
   fi
   mkdir -p "$dir"
-  [ -f "$dir/pki/agent.key" ] ||
-    "$BIN/oi-coordinator" --config "$COORD_DIR/config.toml" issue-agent-cert \
-      --name "$name" --out "$dir/pki" >/dev/null
-  cat >"$dir/config.toml" <<TOML
-name = "$name"
-role = "$role"
-coordinator = "$COORD_ADDR:$COORD_PORT"
-server_name = "$COORD_ADDR"
-address = "$addr"
-port_range = "30000-30999"
-pki_dir = "$dir/pki"
-state_dir = "$dir/state"
-cri_socket = "$("$HERE/containerd.sh" sock "$name")"
-TOML
-  if [ -n "${OI_AGENT_CPU_MILLIS:-}" ]; then
-    echo "cpu_millis = $OI_AGENT_CPU_MILLIS" >>"$dir/config.toml"
+  if [ ! -f "$dir/etc/config.toml" ]; then
+    # "  oi hypervisor join --coordinator H:P --token T --ca-cert-hash sha256:X"
+    join=$($OI hypervisor token create --role "$role" --ttl 10m --uses 1 | sed -n 's/^  oi hypervisor join //p')
+    [ -n "$join" ] || die "oi hypervisor token create printed no join command"
+    # shellcheck disable=SC2086 # $join is the printed argument list
+    nsenter --net="/run/netns/$NETNS_PREFIX$name" "$BIN/oi" hypervisor join $join \
+      --name "$name" --address "$addr" --port-range 30000-30999 \
+      --cri-socket "$("$HERE/containerd.sh" sock "$name")" \
+      --no-systemd --config-dir "$dir/etc" --state-dir "$dir/state" >"$dir/join.log" 2>&1 ||
+      { cat "$dir/join.log" >&2; die "oi hypervisor join failed for $name"; }
+    if [ -n "${OI_AGENT_CPU_MILLIS:-}" ]; then
+      echo "cpu_millis = $OI_AGENT_CPU_MILLIS" >>"$dir/etc/config.toml"
+    fi
   fi
-  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" "$BIN/oi-agent" --config "$dir/config.toml" \
+  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" "$BIN/oi-agent" --config "$dir/etc/config.toml" \
     >"$dir/log" 2>&1 </dev/null &
   echo $! >"$dir/pid"
 done
@@ -135,7 +140,6 @@ for _ in $(seq 300); do
 done
 [ "${n:-0}" = "$want" ] || die "only ${n:-0} of $want agents connected; see $BED_DIR/agents/*/log"
 
-OI="$BIN/oi --config $COORD_DIR/data/admin.conf"
 cluster_line=""
 if [ -n "$CLUSTER" ]; then
   if ! $OI cluster get "$CLUSTER" >/dev/null 2>&1; then
@@ -154,7 +158,7 @@ oneinfra is up:
   metrics      curl http://$METRICS/metrics
   images       $("$HERE/k8s-images.sh" names --repo "$IMAGE_REPO" | tr '\n' ' ')
   hypervisors  $(for hv in "${HYPERVISORS[@]}"; do read -r n r a <<<"$hv"; printf '%s (%s, %s)  ' "$n" "$r" "$a"; done)
-  agent logs   $BED_DIR/agents/*/log
+  agent logs   $BED_DIR/agents/*/log (config and key: agents/*/etc, joined with oi hypervisor join)
   oi           export OI_CONFIG=$COORD_DIR/data/admin.conf; $BIN/oi cluster list
 $cluster_line
   stop         bash tests/bed/down.sh

@@ -77,6 +77,8 @@ pub fn link_config(
         },
         state_path: state_dir.join(name).join("placement.json"),
         reconnect: Reconnect::new(Duration::from_millis(50), Duration::from_millis(500)),
+        identity_files: None,
+        status_file: None,
     }
 }
 

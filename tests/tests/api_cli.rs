@@ -94,6 +94,15 @@ fn at_step(spec: ClusterSpec, step: u32) -> ClusterView {
     }
 }
 
+fn known_hypervisor(name: &str) -> Result<(), OpError> {
+    match name {
+        "hv-private-1" | "hv-public-1" => Ok(()),
+        _ => Err(OpError::NotFound(format!(
+            "hypervisor {name:?} not found; `oi hypervisor list` shows the hypervisors"
+        ))),
+    }
+}
+
 fn invalid(spec: &ClusterSpec) -> Result<(), OpError> {
     spec.validate(&[VERSION])
         .map_err(|e| OpError::Invalid(e.to_string()))
@@ -202,6 +211,72 @@ impl Operations for Fake {
             .filter(|(v, _)| cluster.is_none_or(|c| c == v.spec.name))
             .flat_map(|(v, _)| v.status.components.clone())
             .collect())
+    }
+
+    async fn cordon_hypervisor(&self, name: &str, _cordoned: bool) -> Result<(), OpError> {
+        known_hypervisor(name)
+    }
+
+    async fn drain_hypervisor(&self, name: &str) -> Result<DrainOutcome, OpError> {
+        known_hypervisor(name)?;
+        if name == "hv-public-1" {
+            return Err(OpError::FailedPrecondition(
+                "hypervisor hv-public-1 is cordoned, but nothing was moved: cluster c: no room"
+                    .into(),
+            ));
+        }
+        Ok(DrainOutcome {
+            rescheduled: vec!["a".into()],
+            pending: vec![],
+        })
+    }
+
+    async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError> {
+        known_hypervisor(name)?;
+        Ok(RemoveOutcome {
+            drained: DrainOutcome {
+                rescheduled: vec!["a".into()],
+                pending: vec!["b".into()],
+            },
+            revoked_certificates: 2,
+            disconnected: true,
+        })
+    }
+
+    async fn create_join_token(
+        &self,
+        role: Role,
+        ttl: Duration,
+        max_uses: u32,
+    ) -> Result<CreatedToken, OpError> {
+        Ok(CreatedToken {
+            view: JoinTokenView {
+                id: "abcdef".into(),
+                role,
+                created_unix_ms: 0,
+                expires_unix_ms: ttl.as_millis() as u64,
+                max_uses,
+                uses: 0,
+                state: oi_coordinator::tokens::TokenState::Active,
+            },
+            token: "abcdef.0123456789abcdef".into(),
+            join_address: "192.0.2.1:7444".into(),
+            ca_cert_hash: format!("sha256:{}", "0".repeat(64)),
+        })
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenView>, OpError> {
+        Ok(vec![])
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<(), OpError> {
+        Err(OpError::NotFound(format!("join token {id} not found")))
+    }
+
+    async fn join_hypervisor(&self, _req: JoinRequest) -> Result<Joined, OpError> {
+        Err(OpError::Unauthenticated(
+            "the join token is not valid".into(),
+        ))
     }
 
     fn kubernetes_versions(&self) -> Vec<VersionInfo> {
@@ -731,6 +806,96 @@ async fn fleet_and_versions() {
     );
     let v = api.oi(&["version", "--kubernetes"]).await;
     assert!(v.ok().contains("KUBERNETES") && v.stdout.contains("haproxy:2.6"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hypervisor_lifecycle_and_tokens() {
+    let api = Api::start().await;
+    let out = api.oi(&["hypervisor", "cordon", "hv-private-1"]).await;
+    assert!(out.ok().contains("hypervisor/hv-private-1 cordoned"));
+    api.oi(&["hypervisor", "uncordon", "hv-private-1"])
+        .await
+        .ok();
+    for verb in ["cordon", "uncordon", "drain", "remove"] {
+        api.oi(&["hypervisor", verb, "nope"])
+            .await
+            .fails(3, "oi hypervisor list");
+    }
+    let out = api.oi(&["hypervisor", "drain", "hv-private-1"]).await;
+    assert!(out.ok().contains("moved off: a"), "{}", out.stdout);
+    api.oi(&["hypervisor", "drain", "hv-public-1"])
+        .await
+        .fails(1, "nothing was moved");
+    let out = api.oi(&["hypervisor", "remove", "hv-private-1"]).await;
+    assert!(
+        out.ok()
+            .contains("2 certificates revoked, its agent disconnected")
+            && out.stdout.contains("now pending")
+            && out.stdout.contains("systemctl disable --now oi-agent"),
+        "{}",
+        out.stdout
+    );
+
+    let out = api
+        .oi(&[
+            "hypervisor",
+            "token",
+            "create",
+            "--role",
+            "public",
+            "--ttl",
+            "2h",
+            "--uses",
+            "3",
+        ])
+        .await;
+    let zeros = "0".repeat(64);
+    assert!(
+        out.ok().contains(&format!(
+            "oi hypervisor join --coordinator 192.0.2.1:7444 --token abcdef.0123456789abcdef --ca-cert-hash sha256:{zeros}"
+        )) && out.stdout.contains("role public, 3 uses, expires 1970-01-01T02:00:00Z"),
+        "{}",
+        out.stdout
+    );
+    let j = json(
+        api.oi(&[
+            "hypervisor",
+            "token",
+            "create",
+            "--role",
+            "private",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok(),
+    );
+    assert_eq!(j["token"], "abcdef.0123456789abcdef");
+    assert_eq!(j["role"], "private");
+    assert_eq!(j["state"], "active");
+    assert!(j["joinCommand"]
+        .as_str()
+        .unwrap()
+        .starts_with("oi hypervisor join --coordinator 192.0.2.1:7444"));
+    let usage = api
+        .oi(&["hypervisor", "token", "create", "--role", "middle"])
+        .await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    api.oi(&["hypervisor", "token", "revoke", "zzzzzz.0123456789abcdef"])
+        .await
+        .fails(3, "join token zzzzzz not found");
+    let list = api.oi(&["hypervisor", "token", "list"]).await;
+    assert!(list.ok().is_empty() && list.stderr.contains("no join tokens"));
+
+    // Tokens are for admins only.
+    let agent = api.ca.issue_agent("hv-1").unwrap();
+    let conf = api.conf_with("agent.conf", &agent);
+    api.oi_with(&conf, &["hypervisor", "token", "list"], "")
+        .await
+        .fails(8, "not an admin");
+    api.oi_with(&conf, &["hypervisor", "cordon", "hv-private-1"], "")
+        .await
+        .fails(8, "not an admin");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

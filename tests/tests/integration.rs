@@ -323,6 +323,8 @@ fn placeholder_link(dir: &std::path::Path) -> oi_agent::link::LinkConfig {
             Duration::from_millis(50),
             Duration::from_millis(500),
         ),
+        identity_files: None,
+        status_file: None,
     }
 }
 

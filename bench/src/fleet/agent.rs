@@ -265,7 +265,9 @@ impl SimAgent {
                                 }
                             }
                         }
-                        Some(coordinator_message::Msg::HeartbeatAck(_)) => {}
+                        // Simulated agents never ask for renewal.
+                        Some(coordinator_message::Msg::HeartbeatAck(_))
+                        | Some(coordinator_message::Msg::Renewed(_)) => {}
                         Some(coordinator_message::Msg::Welcome(_)) | None => {
                             return Err(Ended::other("unexpected frame"));
                         }

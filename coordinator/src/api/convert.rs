@@ -4,9 +4,10 @@
 
 use crate::cluster::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::ops::{
-    ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition,
-    HypervisorSummary, VersionInfo,
+    ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition, CreatedToken,
+    DrainOutcome, HypervisorSummary, JoinTokenView, RemoveOutcome, VersionInfo,
 };
+use crate::tokens::TokenState;
 use oi_proto::api as pb;
 use oi_proto::model::{Phase, Role};
 
@@ -240,6 +241,107 @@ impl TryFrom<pb::Hypervisor> for HypervisorSummary {
     }
 }
 
+// ------------------------------------------------------------- lifecycle --
+
+impl From<DrainOutcome> for pb::DrainResponse {
+    fn from(d: DrainOutcome) -> Self {
+        pb::DrainResponse {
+            rescheduled: d.rescheduled,
+            pending: d.pending,
+        }
+    }
+}
+
+impl From<pb::DrainResponse> for DrainOutcome {
+    fn from(d: pb::DrainResponse) -> Self {
+        DrainOutcome {
+            rescheduled: d.rescheduled,
+            pending: d.pending,
+        }
+    }
+}
+
+impl From<RemoveOutcome> for pb::RemoveResponse {
+    fn from(r: RemoveOutcome) -> Self {
+        pb::RemoveResponse {
+            drained: Some(r.drained.into()),
+            revoked_certificates: r.revoked_certificates,
+            disconnected: r.disconnected,
+        }
+    }
+}
+
+impl From<pb::RemoveResponse> for RemoveOutcome {
+    fn from(r: pb::RemoveResponse) -> Self {
+        RemoveOutcome {
+            drained: r.drained.map(Into::into).unwrap_or_default(),
+            revoked_certificates: r.revoked_certificates,
+            disconnected: r.disconnected,
+        }
+    }
+}
+
+// ------------------------------------------------------------ join tokens --
+
+impl From<JoinTokenView> for pb::JoinToken {
+    fn from(t: JoinTokenView) -> Self {
+        pb::JoinToken {
+            id: t.id,
+            role: t.role.as_str().to_string(),
+            created_unix_ms: t.created_unix_ms,
+            expires_unix_ms: t.expires_unix_ms,
+            max_uses: t.max_uses,
+            uses: t.uses,
+            revoked: t.state == TokenState::Revoked,
+            state: t.state.as_str().to_string(),
+        }
+    }
+}
+
+impl TryFrom<pb::JoinToken> for JoinTokenView {
+    type Error = ConvertError;
+    fn try_from(t: pb::JoinToken) -> Result<Self, ConvertError> {
+        Ok(JoinTokenView {
+            role: t
+                .role
+                .parse::<Role>()
+                .map_err(|_| bad("token role", &t.role))?,
+            state: TokenState::parse(&t.state).ok_or_else(|| bad("token state", &t.state))?,
+            id: t.id,
+            created_unix_ms: t.created_unix_ms,
+            expires_unix_ms: t.expires_unix_ms,
+            max_uses: t.max_uses,
+            uses: t.uses,
+        })
+    }
+}
+
+impl From<CreatedToken> for pb::CreateJoinTokenResponse {
+    fn from(c: CreatedToken) -> Self {
+        pb::CreateJoinTokenResponse {
+            token: Some(c.view.into()),
+            secret_token: c.token,
+            join_address: c.join_address,
+            ca_cert_hash: c.ca_cert_hash,
+        }
+    }
+}
+
+impl TryFrom<pb::CreateJoinTokenResponse> for CreatedToken {
+    type Error = ConvertError;
+    fn try_from(c: pb::CreateJoinTokenResponse) -> Result<Self, ConvertError> {
+        let view = c
+            .token
+            .ok_or_else(|| ConvertError("a created token without its details".into()))?;
+        Ok(CreatedToken {
+            view: view.try_into()?,
+            token: c.secret_token,
+            join_address: c.join_address,
+            ca_cert_hash: c.ca_cert_hash,
+        })
+    }
+}
+
 // ------------------------------------------------------------------- info --
 
 impl From<VersionInfo> for pb::KubernetesVersion {
@@ -326,6 +428,40 @@ mod tests {
                 Ok(h)
             );
         }
+        let t = JoinTokenView {
+            id: "abcdef".into(),
+            role: Role::Private,
+            created_unix_ms: 1,
+            expires_unix_ms: 2,
+            max_uses: 3,
+            uses: 1,
+            state: TokenState::Active,
+        };
+        let created = CreatedToken {
+            view: t.clone(),
+            token: "abcdef.0123456789abcdef".into(),
+            join_address: "192.0.2.1:7444".into(),
+            ca_cert_hash: "sha256:00".into(),
+        };
+        assert_eq!(
+            CreatedToken::try_from(pb::CreateJoinTokenResponse::from(created.clone())),
+            Ok(created)
+        );
+        let mut bad_state = pb::JoinToken::from(t);
+        bad_state.state = "melted".into();
+        assert!(JoinTokenView::try_from(bad_state).is_err());
+        let removed = RemoveOutcome {
+            drained: DrainOutcome {
+                rescheduled: vec!["a".into()],
+                pending: vec!["b".into()],
+            },
+            revoked_certificates: 2,
+            disconnected: true,
+        };
+        assert_eq!(
+            RemoveOutcome::from(pb::RemoveResponse::from(removed.clone())),
+            removed
+        );
         for o in [
             ApplyOutcome::Created,
             ApplyOutcome::Updated,

@@ -1,7 +1,13 @@
 //! The coordinator's administrative API: gRPC (tonic) over TLS, serving
 //! [`Operations`]. Every RPC requires an admin client certificate issued by
 //! the coordinator's CA (see [`auth`]); TLS itself lets clients without a
-//! certificate through so that they get a clear refusal per RPC.
+//! certificate through so that they get a clear refusal per RPC. The one
+//! exception is the Join service ([`join`]): joining machines have no
+//! certificate yet and present a join token, rate-limited.
+//!
+//! The server sends its certificate chain with the CA certificate, so that
+//! a joining machine, which trusts no CA yet, can find the CA and check it
+//! against the hash it was given (`--ca-cert-hash`).
 //!
 //! Protobuf types stay in this module and the CLI: [`convert`] turns them
 //! into the operations' view types, [`status`] maps [`crate::ops::OpError`]
@@ -10,6 +16,7 @@
 pub mod admin_conf;
 pub mod auth;
 pub mod convert;
+pub mod join;
 pub mod service;
 pub mod status;
 
@@ -18,9 +25,11 @@ pub use admin_conf::{local_endpoint, write_admin_config, AdminConfig};
 use crate::ops::Operations;
 use crate::pki::{IssuedCert, LinkCa};
 use anyhow::{Context, Result};
+use join::{JoinApi, JoinLimiter, JoinSettings};
 use oi_proto::api::{
     clusters_server::ClustersServer, components_server::ComponentsServer,
-    hypervisors_server::HypervisorsServer, info_server::InfoServer,
+    hypervisors_server::HypervisorsServer, info_server::InfoServer, join_server::JoinServer,
+    join_tokens_server::JoinTokensServer,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,11 +79,14 @@ impl ApiTls {
     }
 
     fn server_config(&self) -> ServerTlsConfig {
+        // The chain: the serving certificate, then the CA's.
+        let chain = format!(
+            "{}\n{}",
+            self.serving.cert_pem.trim_end(),
+            self.ca_pem.trim_end()
+        );
         ServerTlsConfig::new()
-            .identity(Identity::from_pem(
-                &self.serving.cert_pem,
-                &self.serving.key_pem,
-            ))
+            .identity(Identity::from_pem(chain, &self.serving.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(true)
             .timeout(HANDSHAKE_TIMEOUT)
@@ -82,11 +94,23 @@ impl ApiTls {
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true; then
-/// stops accepting and lets in-flight calls finish.
+/// stops accepting and lets in-flight calls finish. Joins are limited by
+/// the default [`crate::config::JoinLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: ApiTls,
     ops: Arc<dyn Operations>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    serve_with(listener, tls, ops, JoinSettings::default(), shutdown).await
+}
+
+/// [`serve`], with the join limits and metrics given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    tls: ApiTls,
+    ops: Arc<dyn Operations>,
+    join: JoinSettings,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let addr = listener.local_addr().context("read admin API address")?;
@@ -95,6 +119,11 @@ pub async fn serve(
         None => "admin.conf in its data directory".to_string(),
     };
     let auth = auth::AdminOnly::new(&admin_conf);
+    let joins = JoinApi {
+        ops: ops.clone(),
+        limiter: Arc::new(JoinLimiter::new(join.limits)),
+        metrics: join.metrics,
+    };
     let api = service::Api { ops };
     tracing::info!(%addr, "admin API listening");
     Server::builder()
@@ -109,7 +138,13 @@ pub async fn serve(
             api.clone(),
             auth.clone(),
         ))
+        .add_service(JoinTokensServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
         .add_service(InfoServer::with_interceptor(api, auth))
+        // No interceptor: the join token is the credential.
+        .add_service(JoinServer::new(joins))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
             crate::stopped(&mut shutdown).await
         })

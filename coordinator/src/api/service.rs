@@ -1,16 +1,18 @@
-//! The four gRPC services, each a thin translation onto [`Operations`].
+//! The admin gRPC services, each a thin translation onto [`Operations`].
 
 use super::auth::Admin;
 use super::convert::outcome_str;
 use super::status::to_status;
 use crate::cluster::model::ClusterSpec;
-use crate::ops::Operations;
+use crate::ops::{OpError, Operations};
 use oi_proto::api as pb;
 use oi_proto::api::{
     clusters_server::Clusters, components_server::Components, hypervisors_server::Hypervisors,
-    info_server::Info,
+    info_server::Info, join_tokens_server::JoinTokens,
 };
+use oi_proto::model::Role;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -97,6 +99,89 @@ impl Hypervisors for Api {
         Ok(Response::new(pb::ListHypervisorsResponse {
             hypervisors: list.into_iter().map(Into::into).collect(),
         }))
+    }
+
+    async fn cordon(&self, req: Request<pb::HypervisorRef>) -> Reply<pb::CordonResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        self.ops
+            .cordon_hypervisor(&name, true)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, hypervisor = %name, "hypervisor cordoned");
+        Ok(Response::new(pb::CordonResponse {}))
+    }
+
+    async fn uncordon(&self, req: Request<pb::HypervisorRef>) -> Reply<pb::CordonResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        self.ops
+            .cordon_hypervisor(&name, false)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, hypervisor = %name, "hypervisor uncordoned");
+        Ok(Response::new(pb::CordonResponse {}))
+    }
+
+    async fn drain(&self, req: Request<pb::HypervisorRef>) -> Reply<pb::DrainResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        let outcome = self.ops.drain_hypervisor(&name).await.map_err(to_status)?;
+        tracing::info!(admin = %who, hypervisor = %name, "hypervisor drained");
+        Ok(Response::new(outcome.into()))
+    }
+
+    async fn remove(&self, req: Request<pb::HypervisorRef>) -> Reply<pb::RemoveResponse> {
+        let who = admin(&req);
+        let name = req.into_inner().name;
+        let outcome = self.ops.remove_hypervisor(&name).await.map_err(to_status)?;
+        tracing::info!(admin = %who, hypervisor = %name, "hypervisor removed");
+        Ok(Response::new(outcome.into()))
+    }
+}
+
+#[tonic::async_trait]
+impl JoinTokens for Api {
+    async fn create(
+        &self,
+        req: Request<pb::CreateJoinTokenRequest>,
+    ) -> Reply<pb::CreateJoinTokenResponse> {
+        let who = admin(&req);
+        let r = req.into_inner();
+        let role: Role = r
+            .role
+            .parse()
+            .map_err(|e: String| to_status(OpError::Invalid(e)))?;
+        let ttl = match r.ttl_seconds {
+            0 => Duration::from_secs(3600),
+            s => Duration::from_secs(s),
+        };
+        let uses = if r.max_uses == 0 { 1 } else { r.max_uses };
+        let created = self
+            .ops
+            .create_join_token(role, ttl, uses)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, id = %created.view.id, %role, "join token created");
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<pb::ListJoinTokensRequest>,
+    ) -> Reply<pb::ListJoinTokensResponse> {
+        let tokens = self.ops.list_join_tokens().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListJoinTokensResponse {
+            tokens: tokens.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke(&self, req: Request<pb::JoinTokenRef>) -> Reply<pb::RevokeJoinTokenResponse> {
+        let who = admin(&req);
+        let id = req.into_inner().id;
+        self.ops.revoke_join_token(&id).await.map_err(to_status)?;
+        tracing::info!(admin = %who, %id, "join token revoked");
+        Ok(Response::new(pb::RevokeJoinTokenResponse {}))
     }
 }
 

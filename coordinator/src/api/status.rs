@@ -11,6 +11,9 @@ pub fn code_of(e: &OpError) -> Code {
         OpError::FailedPrecondition(_) => Code::FailedPrecondition,
         OpError::Unavailable(_) => Code::Unavailable,
         OpError::Internal(_) => Code::Internal,
+        OpError::Unauthenticated(_) => Code::Unauthenticated,
+        OpError::PermissionDenied(_) => Code::PermissionDenied,
+        OpError::ResourceExhausted(_) => Code::ResourceExhausted,
     }
 }
 
@@ -39,6 +42,15 @@ mod tests {
             ),
             (OpError::Unavailable("u".into()), Code::Unavailable),
             (OpError::Internal("x".into()), Code::Internal),
+            (OpError::Unauthenticated("t".into()), Code::Unauthenticated),
+            (
+                OpError::PermissionDenied("p".into()),
+                Code::PermissionDenied,
+            ),
+            (
+                OpError::ResourceExhausted("r".into()),
+                Code::ResourceExhausted,
+            ),
         ];
         for (e, code) in cases {
             let msg = e.to_string();

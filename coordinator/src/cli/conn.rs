@@ -5,6 +5,7 @@ use crate::api::AdminConfig;
 use oi_proto::api::{
     clusters_client::ClustersClient, components_client::ComponentsClient,
     hypervisors_client::HypervisorsClient, info_client::InfoClient,
+    join_tokens_client::JoinTokensClient,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -138,6 +139,9 @@ impl Conn {
     }
     pub fn info(&self) -> InfoClient<Channel> {
         InfoClient::new(self.channel.clone())
+    }
+    pub fn join_tokens(&self) -> JoinTokensClient<Channel> {
+        JoinTokensClient::new(self.channel.clone())
     }
 }
 

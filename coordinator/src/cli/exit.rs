@@ -18,8 +18,12 @@ pub enum Exit {
     Unavailable = 6,
     /// `--wait` ran out of time.
     TimedOut = 7,
-    /// No admin certificate, or one that is not an admin's.
+    /// No admin certificate, or one that is not an admin's; or a join
+    /// token the coordinator refused.
     NotAuthorized = 8,
+    /// `oi hypervisor join`: the coordinator's CA does not match
+    /// `--ca-cert-hash` (an impostor, or a mistyped hash). Nothing was sent.
+    Untrusted = 9,
 }
 
 /// The text `oi --help` shows about exit codes.
@@ -33,7 +37,8 @@ Exit codes:
   5  invalid input (refused spec, unreadable file)
   6  coordinator unreachable or unavailable
   7  timed out waiting (--wait)
-  8  not authorized (no admin certificate, or not an admin's)";
+  8  not authorized (no admin certificate, not an admin's, or a join token refused)
+  9  the coordinator's CA does not match --ca-cert-hash (hypervisor join)";
 
 impl Exit {
     /// The exit code for a gRPC status code.
@@ -43,7 +48,9 @@ impl Exit {
             Code::NotFound => Exit::NotFound,
             Code::AlreadyExists => Exit::AlreadyExists,
             Code::InvalidArgument | Code::OutOfRange => Exit::Invalid,
-            Code::Unavailable | Code::DeadlineExceeded => Exit::Unavailable,
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted => {
+                Exit::Unavailable
+            }
             Code::Unauthenticated | Code::PermissionDenied => Exit::NotAuthorized,
             _ => Exit::Error,
         }
@@ -133,6 +140,7 @@ mod tests {
             (Code::InvalidArgument, 5),
             (Code::Unavailable, 6),
             (Code::DeadlineExceeded, 6),
+            (Code::ResourceExhausted, 6),
             (Code::Unauthenticated, 8),
             (Code::PermissionDenied, 8),
             (Code::FailedPrecondition, 1),
@@ -142,7 +150,7 @@ mod tests {
         for (code, want) in cases {
             assert_eq!(Exit::from_code(code).code(), want, "{code:?}");
         }
-        for n in 0..=8 {
+        for n in 0..=9 {
             assert!(EXIT_CODES_HELP.contains(&format!("  {n}  ")), "{n}");
         }
     }

@@ -5,9 +5,11 @@
 //!
 //! Exit codes (also in `oi --help`):
 //! 0 ok, 1 other error, 2 usage error, 3 not found, 4 already exists,
-//! 5 invalid input, 6 coordinator unreachable or unavailable, 7 timed out
-//! waiting (`--wait`), 8 not authorized. gRPC codes map to them in one
-//! place, [`exit::Exit::from_code`]. Errors print one line,
+//! 5 invalid input, 6 coordinator unreachable or unavailable (or too many
+//! join attempts), 7 timed out waiting (`--wait`, `hypervisor join`), 8 not
+//! authorized (admin certificate, or a refused join token), 9 the
+//! coordinator's CA does not match `--ca-cert-hash`. gRPC codes map to them
+//! in one place, [`exit::Exit::from_code`]. Errors print one line,
 //! `error: <message>`, to stderr.
 
 pub mod apply;
@@ -15,7 +17,11 @@ pub mod cluster;
 pub mod conn;
 pub mod exit;
 pub mod fleet;
+pub mod hypervisor;
+pub mod join;
 pub mod output;
+pub mod pinned;
+pub mod token;
 pub mod wait;
 
 use crate::cluster::model::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
@@ -69,7 +75,7 @@ pub enum Command {
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: String,
     },
-    /// Inspect hypervisors.
+    /// Join, inspect, cordon, drain and remove hypervisors.
     #[command(subcommand)]
     Hypervisor(HypervisorCmd),
     /// Inspect components (the pods of the control planes).
@@ -153,6 +159,55 @@ pub enum HypervisorCmd {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Make this machine a hypervisor (run it there, as root): checks the
+    /// container runtime, gets a certificate with a join token, writes the
+    /// agent's configuration and starts oi-agent.
+    Join(Box<join::JoinArgs>),
+    /// Join tokens: create one for each machine (or batch) to join.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// No new placements on the hypervisor; what runs there stays.
+    Cordon { name: String },
+    /// Allow placements on the hypervisor again.
+    Uncordon { name: String },
+    /// Cordon the hypervisor and move every cluster's pieces off it
+    /// (refused, with nothing moved, if a cluster has nowhere else to go).
+    Drain { name: String },
+    /// Drain the hypervisor (clusters with nowhere to go become pending),
+    /// revoke its certificates, disconnect its agent and forget it.
+    Remove { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a join token and print the command that joins a machine.
+    Create {
+        /// The role of the hypervisors that join with it.
+        #[arg(long, value_parser = parse_role)]
+        role: oi_proto::model::Role,
+        /// How long it is valid (1s to 720h).
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = wait::parse_duration)]
+        ttl: Duration,
+        /// How many machines may join with it.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        uses: u32,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List join tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Revoke a join token: no more joins with it.
+    Revoke {
+        /// The token's id (the part before the '.').
+        id: String,
+    },
+}
+
+fn parse_role(s: &str) -> Result<oi_proto::model::Role, String> {
+    s.parse()
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +317,27 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
         Command::Hypervisor(HypervisorCmd::List { output }) => {
             fleet::hypervisors(ctx, output.format).await
         }
+        Command::Hypervisor(HypervisorCmd::Join(args)) => join::join(ctx, *args).await,
+        Command::Hypervisor(HypervisorCmd::Token(TokenCmd::Create {
+            role,
+            ttl,
+            uses,
+            output,
+        })) => token::create(ctx, role, ttl, uses, output.format).await,
+        Command::Hypervisor(HypervisorCmd::Token(TokenCmd::List { output })) => {
+            token::list(ctx, output.format).await
+        }
+        Command::Hypervisor(HypervisorCmd::Token(TokenCmd::Revoke { id })) => {
+            token::revoke(ctx, &id).await
+        }
+        Command::Hypervisor(HypervisorCmd::Cordon { name }) => {
+            hypervisor::cordon(ctx, &name, true).await
+        }
+        Command::Hypervisor(HypervisorCmd::Uncordon { name }) => {
+            hypervisor::cordon(ctx, &name, false).await
+        }
+        Command::Hypervisor(HypervisorCmd::Drain { name }) => hypervisor::drain(ctx, &name).await,
+        Command::Hypervisor(HypervisorCmd::Remove { name }) => hypervisor::remove(ctx, &name).await,
         Command::Component(ComponentCmd::List { cluster, output }) => {
             fleet::components(ctx, cluster.as_deref(), output.format).await
         }

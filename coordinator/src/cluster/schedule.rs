@@ -97,6 +97,9 @@ pub struct Request {
     pub ingress: Resources,
     /// Where the cluster runs now, when rescheduling it.
     pub current: Option<Allocation>,
+    /// Hypervisors being drained: no slot is kept on them and none is
+    /// chosen there (a cordoned hypervisor keeps its slots; these do not).
+    pub exclude: BTreeSet<String>,
 }
 
 /// Why a cluster cannot be placed. The message says what is missing where.
@@ -115,10 +118,10 @@ pub enum ScheduleError {
 /// Places every piece of one cluster; see the module docs.
 ///
 /// With `request.current`, every existing slot that is still valid (its
-/// hypervisor is registered with the same role, and its ports are in that
-/// hypervisor's range and not taken by another cluster) is kept with its
-/// index and ports, even on a cordoned or disconnected hypervisor; only its
-/// address is refreshed. Scaling down drops the highest indexes; new
+/// hypervisor is registered with the same role and not in
+/// `request.exclude`, and its ports are in that hypervisor's range and not
+/// taken by another cluster) is kept with its index and ports, even on a
+/// cordoned or disconnected hypervisor; only its address is refreshed. Scaling down drops the highest indexes; new
 /// replicas get indexes above every current one.
 pub fn schedule(snapshot: &Snapshot, request: &Request) -> Result<Allocation, ScheduleError> {
     let fleet = Fleet::new(snapshot);
@@ -137,6 +140,9 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
         if slots.len() == wanted {
             break;
         }
+        if req.exclude.contains(&slot.hypervisor) {
+            continue;
+        }
         let Some(h) = fleet.find(&slot.hypervisor, Role::Private) else {
             continue;
         };
@@ -152,13 +158,11 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
     if missing == 0 {
         return Ok(slots);
     }
-    let busy: BTreeMap<&str, String> = slots
-        .iter()
-        .map(|s| {
-            let why = format!("{} already runs replica {}", s.hypervisor, s.index);
-            (s.hypervisor.as_str(), why)
-        })
-        .collect();
+    let mut busy: BTreeMap<&str, String> = draining(req);
+    busy.extend(slots.iter().map(|s| {
+        let why = format!("{} already runs replica {}", s.hypervisor, s.index);
+        (s.hypervisor.as_str(), why)
+    }));
     let chosen = fleet
         .pick(
             Role::Private,
@@ -201,9 +205,20 @@ fn place_replicas(fleet: &Fleet, req: &Request) -> Result<Vec<ReplicaSlot>, Sche
     Ok(slots)
 }
 
+/// The excluded hypervisors, as [`Fleet::pick`] passes them over.
+fn draining(req: &Request) -> BTreeMap<&str, String> {
+    req.exclude
+        .iter()
+        .map(|n| (n.as_str(), format!("{n} is being drained")))
+        .collect()
+}
+
 fn place_ingress(fleet: &Fleet, req: &Request) -> Result<IngressSlot, ScheduleError> {
     if let Some(cur) = req.current.as_ref().map(|a| &a.ingress) {
-        if let Some(h) = fleet.find(&cur.hypervisor, Role::Public) {
+        if let Some(h) = fleet
+            .find(&cur.hypervisor, Role::Public)
+            .filter(|h| !req.exclude.contains(&h.name))
+        {
             if fleet.ports_free(h, &[cur.port]) {
                 return Ok(IngressSlot {
                     address: h.address.clone(),
@@ -213,7 +228,7 @@ fn place_ingress(fleet: &Fleet, req: &Request) -> Result<IngressSlot, ScheduleEr
         }
     }
     let chosen = fleet
-        .pick(Role::Public, req.ingress, 1, &BTreeMap::new(), 1)
+        .pick(Role::Public, req.ingress, 1, &draining(req), 1)
         .map_err(|e| match e {
             Pick::NoneRegistered => ScheduleError::NoneRegistered {
                 role: Role::Public,
@@ -479,6 +494,7 @@ mod tests {
                 memory_bytes: 64 * MIB,
             },
             current: None,
+            exclude: BTreeSet::new(),
         }
     }
 
@@ -944,6 +960,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn excluded_hypervisors_lose_their_slots_and_get_none() {
+        let (hvs, current) = running();
+        // Cordoned like a drained hypervisor is: that alone keeps the slots.
+        let mut snap = fleet(hvs);
+        for h in snap.hypervisors.iter_mut() {
+            if h.name == "a" || h.name == "p" {
+                h.cordoned = true;
+            }
+        }
+        let mut req = Request {
+            current: Some(current.clone()),
+            ..request(3)
+        };
+        assert_eq!(schedule(&snap, &req).unwrap(), current);
+        req.exclude = BTreeSet::from(["a".to_string(), "p".to_string()]);
+        let got = schedule(&snap, &req).unwrap();
+        assert_eq!(
+            replicas(&got),
+            vec![(1, "b", 30020), (2, "c", 30030), (3, "d", 30000)]
+        );
+        assert_eq!(got.ingress.hypervisor, "q");
+        // Even uncordoned, an excluded hypervisor is never chosen.
+        let mut snap = fleet(running().0);
+        snap.hypervisors.retain(|h| h.name != "q");
+        let err = schedule(&snap, &req).unwrap_err().to_string();
+        assert!(err.contains("p is being drained"), "{err}");
     }
 
     #[test]

@@ -64,13 +64,8 @@ pub async fn bind(
     loop {
         match socket(addr, buffer_bytes) {
             Ok(s) => {
-                return quinn::Endpoint::new(
-                    config,
-                    Some(server),
-                    s,
-                    Arc::new(quinn::TokioRuntime),
-                )
-                .context("start the link endpoint")
+                return quinn::Endpoint::new(config, Some(server), s, Arc::new(quinn::TokioRuntime))
+                    .context("start the link endpoint")
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 tracing::warn!(%addr, "link port still in use; retrying");
@@ -97,7 +92,10 @@ mod tests {
         let tag = |k: &ring::hmac::Key| ring::hmac::sign(k, b"cid").as_ref().to_vec();
         assert_eq!(tag(&a), tag(&b));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(RESET_KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(RESET_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -2,7 +2,8 @@
 //! hypervisor's placement (a snapshot, then deltas) and take status reports.
 
 use crate::coordinator::Inner;
-use crate::store::{HypervisorRecord, HypervisorRegistration};
+use crate::identity::{self, Verdict};
+use crate::store::{AgentIdentity, HypervisorRecord, HypervisorRegistration};
 use oi_proto::frame::{FrameReader, FrameWriter};
 use oi_proto::model::{Hello, Placement, StatusReport};
 use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
@@ -36,6 +37,7 @@ pub(crate) async fn handle(
     let conn_id = inner.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let Established {
         name,
+        serial,
         hello,
         reader,
         writer,
@@ -69,7 +71,14 @@ pub(crate) async fn handle(
     inner.metrics.connected_agents.inc();
     tracing::info!(hypervisor = %name, %peer, conn_id, "agent connected");
 
-    let end = run(&conn, &inner, &name, conn_id, reader, writer, shutdown).await;
+    let session = Session {
+        conn: &conn,
+        inner: &inner,
+        name: &name,
+        serial: &serial,
+        conn_id,
+    };
+    let end = session.run(reader, writer, shutdown).await;
 
     inner.metrics.connected_agents.dec();
     inner.index.detach(&name, conn_id);
@@ -93,6 +102,8 @@ pub(crate) async fn handle(
 
 struct Established {
     name: String,
+    /// Serial of the client certificate.
+    serial: String,
     hello: Hello,
     reader: Reader,
     writer: Writer,
@@ -105,7 +116,8 @@ enum End {
 }
 
 async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Established, Refusal> {
-    let cert_name = peer_name(conn)?;
+    let peer = peer_cert(conn)?;
+    let cert_name = peer.name.clone();
     let timeout = inner.config.handshake_timeout;
     let (send, recv) = tokio::time::timeout(timeout, conn.accept_bi())
         .await
@@ -156,17 +168,26 @@ async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Establishe
             ),
         ));
     }
-    register(inner, &hello).await?;
+    register(inner, &hello, &peer).await?;
     Ok(Established {
         name: cert_name,
+        serial: peer.serial,
         hello,
         reader,
         writer,
     })
 }
 
-/// The hypervisor name in the verified client certificate.
-fn peer_name(conn: &quinn::Connection) -> Result<String, Refusal> {
+/// What the verified client certificate says.
+struct PeerCert {
+    /// The hypervisor name (common name).
+    name: String,
+    serial: String,
+    not_after_unix_ms: u64,
+}
+
+/// The hypervisor name and serial of the verified client certificate.
+fn peer_cert(conn: &quinn::Connection) -> Result<PeerCert, Refusal> {
     let chain = conn
         .peer_identity()
         .and_then(|id| {
@@ -195,12 +216,66 @@ fn peer_name(conn: &quinn::Connection) -> Result<String, Refusal> {
             ),
         ));
     }
-    crate::pki::common_name(&chain[0]).map_err(bad)
+    Ok(PeerCert {
+        name: crate::pki::common_name(&chain[0]).map_err(bad)?,
+        serial: crate::pki::cert_serial(&chain[0]).map_err(bad)?,
+        not_after_unix_ms: crate::pki::cert_not_after_unix_ms(&chain[0]).map_err(bad)?,
+    })
+}
+
+/// Whether the certificate may link (not revoked; the role its join token
+/// bound); records a certificate not seen before. Under the write lock, so
+/// that `oi hypervisor remove` and a connecting agent are ordered.
+async fn check_identity(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), Refusal> {
+    let internal = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(hypervisor = %peer.name, error = %e, "{what}");
+        Refusal(
+            CloseCode::CloseInternal,
+            format!("{what} failed; retry later"),
+        )
+    };
+    let store = &inner.store;
+    let known = store
+        .get_identity(&peer.serial)
+        .await
+        .map_err(|e| internal("read identity", &e))?;
+    let others = if known.is_none() {
+        store
+            .identities_of(&peer.name)
+            .await
+            .map_err(|e| internal("read identities", &e))?
+    } else {
+        Vec::new()
+    };
+    let registered = inner.index.record(&peer.name).is_some();
+    match identity::judge(
+        &peer.name,
+        &peer.serial,
+        known.as_ref(),
+        &others,
+        registered,
+        hello.role,
+    ) {
+        Verdict::Accept { record: false } => Ok(()),
+        Verdict::Accept { record: true } => store
+            .record_identity(&AgentIdentity {
+                serial: peer.serial.clone(),
+                name: peer.name.clone(),
+                role: None,
+                issued_unix_ms: unix_ms(),
+                not_after_unix_ms: peer.not_after_unix_ms,
+                revoked_unix_ms: None,
+            })
+            .await
+            .map_err(|e| internal("record identity", &e)),
+        Verdict::Revoked(why) => Err(Refusal(CloseCode::CloseRevoked, why)),
+        Verdict::RoleMismatch(why) => Err(Refusal(CloseCode::CloseRoleMismatch, why)),
+    }
 }
 
 /// Records what the agent reports about its machine and reconciles the
 /// placement generation it holds with the store's.
-async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
+async fn register(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), Refusal> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(hypervisor = %hello.hypervisor_name, error = %e, "{what}");
         Refusal(
@@ -209,6 +284,7 @@ async fn register(inner: &Inner, hello: &Hello) -> Result<(), Refusal> {
         )
     };
     let _write = inner.write_lock.lock().await;
+    check_identity(inner, hello, peer).await?;
     let existing = inner.index.record(&hello.hypervisor_name);
     if let Some(existing) = &existing {
         if existing.role != hello.role {
@@ -300,85 +376,150 @@ async fn send_snapshot(
     Ok(())
 }
 
-async fn run(
-    conn: &quinn::Connection,
-    inner: &Inner,
-    name: &str,
+/// An established session: who is on the other end.
+struct Session<'a> {
+    conn: &'a quinn::Connection,
+    inner: &'a Inner,
+    name: &'a str,
+    /// Serial of the certificate the agent connected with.
+    serial: &'a str,
     conn_id: u64,
-    mut reader: Reader,
-    mut writer: Writer,
-    mut shutdown: watch::Receiver<bool>,
-) -> End {
-    let Some(mut placements) = inner.index.subscribe(name) else {
-        return End::Protocol("hypervisor vanished during handshake".into());
-    };
-    let welcome = pb::Welcome {
-        protocol_version: oi_proto::PROTOCOL_VERSION,
-        coordinator_version: env!("CARGO_PKG_VERSION").into(),
-        heartbeat_interval_ms: inner.config.heartbeat_interval.as_millis() as u32,
-    };
-    if let Err(e) = writer
-        .send(&frame(coordinator_message::Msg::Welcome(welcome)))
-        .await
-    {
-        return End::Lost(format!("send welcome: {e}"));
-    }
-    // Level-triggered: a (re)connected agent gets the current placement whole.
-    let mut sent = placements.borrow_and_update().clone();
-    if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
-        return end;
-    }
-    loop {
-        tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return End::Shutdown,
-            err = conn.closed() => return End::Lost(oi_proto::close::describe(&err)),
-            changed = placements.changed() => {
-                if changed.is_err() {
-                    return End::Protocol("hypervisor was removed".into());
-                }
-                let current = placements.borrow_and_update().clone();
-                if current.cursor == sent.cursor {
-                    continue;
-                }
-                let delta = sent.diff(&current);
-                let update = pb::PlacementUpdate::from(delta);
-                if let Err(e) = writer.send(&frame(coordinator_message::Msg::Update(update))).await {
-                    return End::Lost(format!("send update: {e}"));
-                }
-                inner.metrics.sent("update");
-                sent = current;
-            }
-            msg = reader.next() => {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(oi_proto::frame::FrameError::Decode(e)) => {
-                        return End::Protocol(format!("undecodable frame: {e}"))
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        mut reader: Reader,
+        mut writer: Writer,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> End {
+        let (conn, inner, name, conn_id) = (self.conn, self.inner, self.name, self.conn_id);
+        let Some(mut placements) = inner.index.subscribe(name) else {
+            return End::Protocol("hypervisor vanished during handshake".into());
+        };
+        let welcome = pb::Welcome {
+            protocol_version: oi_proto::PROTOCOL_VERSION,
+            coordinator_version: env!("CARGO_PKG_VERSION").into(),
+            heartbeat_interval_ms: inner.config.heartbeat_interval.as_millis() as u32,
+        };
+        if let Err(e) = writer
+            .send(&frame(coordinator_message::Msg::Welcome(welcome)))
+            .await
+        {
+            return End::Lost(format!("send welcome: {e}"));
+        }
+        // Level-triggered: a (re)connected agent gets the current placement whole.
+        let mut sent = placements.borrow_and_update().clone();
+        if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
+            return end;
+        }
+        loop {
+            tokio::select! {
+                _ = crate::stopped(&mut shutdown) => return End::Shutdown,
+                err = conn.closed() => return End::Lost(oi_proto::close::describe(&err)),
+                changed = placements.changed() => {
+                    if changed.is_err() {
+                        return End::Protocol("hypervisor was removed".into());
                     }
-                    Err(e) => return End::Lost(e.to_string()),
-                };
-                match msg.msg {
-                    Some(agent_message::Msg::Status(report)) => {
-                        inner.index.set_observed(name, conn_id, report.into());
+                    let current = placements.borrow_and_update().clone();
+                    if current.cursor == sent.cursor {
+                        continue;
                     }
-                    Some(agent_message::Msg::Heartbeat(hb)) => {
-                        let ack = pb::HeartbeatAck { echoed_unix_ms: hb.sent_unix_ms };
-                        if let Err(e) = writer.send(&frame(coordinator_message::Msg::HeartbeatAck(ack))).await {
-                            return End::Lost(format!("send heartbeat ack: {e}"));
+                    let delta = sent.diff(&current);
+                    let update = pb::PlacementUpdate::from(delta);
+                    if let Err(e) = writer.send(&frame(coordinator_message::Msg::Update(update))).await {
+                        return End::Lost(format!("send update: {e}"));
+                    }
+                    inner.metrics.sent("update");
+                    sent = current;
+                }
+                msg = reader.next() => {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(oi_proto::frame::FrameError::Decode(e)) => {
+                            return End::Protocol(format!("undecodable frame: {e}"))
                         }
-                    }
-                    Some(agent_message::Msg::Resync(r)) => {
-                        tracing::info!(hypervisor = %name, reason = %r.reason, "agent asked for a snapshot");
-                        sent = placements.borrow_and_update().clone();
-                        if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
-                            return end;
+                        Err(e) => return End::Lost(e.to_string()),
+                    };
+                    match msg.msg {
+                        Some(agent_message::Msg::Status(report)) => {
+                            inner.index.set_observed(name, conn_id, report.into());
                         }
+                        Some(agent_message::Msg::Heartbeat(hb)) => {
+                            let ack = pb::HeartbeatAck { echoed_unix_ms: hb.sent_unix_ms };
+                            if let Err(e) = writer.send(&frame(coordinator_message::Msg::HeartbeatAck(ack))).await {
+                                return End::Lost(format!("send heartbeat ack: {e}"));
+                            }
+                        }
+                        Some(agent_message::Msg::Resync(r)) => {
+                            tracing::info!(hypervisor = %name, reason = %r.reason, "agent asked for a snapshot");
+                            sent = placements.borrow_and_update().clone();
+                            if let Err(end) = send_snapshot(&mut writer, inner, &sent).await {
+                                return end;
+                            }
+                        }
+                        Some(agent_message::Msg::Renew(r)) => {
+                            let renewed = self.renew(&r.csr_pem).await;
+                            if let Err(e) = writer.send(&frame(coordinator_message::Msg::Renewed(renewed))).await {
+                                return End::Lost(format!("send renewed certificate: {e}"));
+                            }
+                        }
+                        Some(agent_message::Msg::Hello(_)) => {
+                            return End::Protocol("a second hello on an established link".into())
+                        }
+                        None => return End::Protocol("empty frame".into()),
                     }
-                    Some(agent_message::Msg::Hello(_)) => {
-                        return End::Protocol("a second hello on an established link".into())
-                    }
-                    None => return End::Protocol("empty frame".into()),
                 }
             }
+        }
+    }
+
+    /// Signs a renewal CSR for this session's hypervisor, bound to the same
+    /// role, and records the new certificate.
+    async fn renew(&self, csr_pem: &str) -> pb::Renewed {
+        let (inner, name) = (self.inner, self.name);
+        let failed = |error: String| {
+            tracing::warn!(hypervisor = %name, "certificate renewal refused: {error}");
+            pb::Renewed {
+                certificate_pem: String::new(),
+                error,
+            }
+        };
+        let current = match inner.store.get_identity(self.serial).await {
+            Ok(c) => c,
+            Err(e) => return failed(format!("read the current identity: {e}; retry later")),
+        };
+        let Some(record) = inner.index.record(name) else {
+            return failed("the hypervisor is not registered".into());
+        };
+        let role = identity::renewed_role(current.as_ref(), record.role);
+        let signed = match inner
+            .ca
+            .sign_agent_csr(name, csr_pem, inner.config.agent_cert_lifetime)
+        {
+            Ok(s) => s,
+            Err(e) => return failed(e.to_string()),
+        };
+        let recorded = inner
+            .store
+            .record_identity(&AgentIdentity {
+                serial: signed.serial.clone(),
+                name: name.to_string(),
+                role: Some(role),
+                issued_unix_ms: unix_ms(),
+                not_after_unix_ms: signed.not_after_unix_ms,
+                revoked_unix_ms: None,
+            })
+            .await;
+        if let Err(e) = recorded {
+            return failed(format!("record the new certificate: {e}; retry later"));
+        }
+        inner.metrics.certificates_renewed.inc();
+        tracing::info!(hypervisor = %name, old_serial = %self.serial, serial = %signed.serial,
+        not_after_unix_ms = signed.not_after_unix_ms, "certificate renewed");
+        pb::Renewed {
+            certificate_pem: signed.cert_pem,
+            error: String::new(),
         }
     }
 }

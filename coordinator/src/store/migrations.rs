@@ -46,6 +46,30 @@ pub const MIGRATIONS: &[&str] = &[
         created_unix_ms INTEGER NOT NULL
     );
     "#,
+    // 3: join tokens (the secret only as its SHA-256) and the hypervisor
+    // certificates the coordinator knows of, with the role a token bound
+    // and their revocation.
+    r#"
+    CREATE TABLE join_tokens (
+        id              TEXT PRIMARY KEY,
+        secret_sha256   BLOB NOT NULL CHECK (length(secret_sha256) = 32),
+        role            TEXT NOT NULL CHECK (role IN ('private', 'public')),
+        created_unix_ms INTEGER NOT NULL,
+        expires_unix_ms INTEGER NOT NULL,
+        max_uses        INTEGER NOT NULL CHECK (max_uses > 0),
+        uses            INTEGER NOT NULL DEFAULT 0,
+        revoked         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE agent_identities (
+        serial            TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        role              TEXT CHECK (role IN ('private', 'public')),
+        issued_unix_ms    INTEGER NOT NULL,
+        not_after_unix_ms INTEGER NOT NULL,
+        revoked_unix_ms   INTEGER
+    );
+    CREATE INDEX agent_identities_by_name ON agent_identities(name);
+    "#,
 ];
 
 pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;

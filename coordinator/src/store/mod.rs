@@ -6,12 +6,14 @@
 //! write survives `kill -9` and power loss.
 
 use crate::cluster::model::{Allocation, ClusterSpec};
+use crate::tokens::{JoinToken, TokenRefusal};
 use async_trait::async_trait;
 use oi_proto::model::{Component, PortRange, Role};
 use std::collections::BTreeMap;
 
 pub mod migrations;
 pub mod sqlite;
+mod sqlite_join;
 
 pub use sqlite::SqliteStore;
 
@@ -32,6 +34,15 @@ pub enum StoreError {
     ClusterExists(String),
     #[error("unknown cluster {0:?}")]
     UnknownCluster(String),
+    #[error("a join token with id {0:?} exists")]
+    TokenExists(String),
+    #[error("unknown join token {0:?}")]
+    UnknownToken(String),
+    #[error(transparent)]
+    TokenRefused(TokenRefusal),
+    /// A join for a name that is in use.
+    #[error("hypervisor name {name:?} is in use: {why}")]
+    NameTaken { name: String, why: String },
     #[error("cannot decrypt a record of the store: {0}")]
     Sealed(#[from] crate::seal::SealError),
     #[error("corrupt record in store: {0}")]
@@ -71,6 +82,23 @@ pub struct HypervisorRecord {
     pub last_seen_unix_ms: Option<u64>,
     /// Generation of this hypervisor's placement; bumped on every change.
     pub generation: u64,
+}
+
+/// A hypervisor certificate the coordinator knows of: issued by a join or a
+/// renewal, or first seen when an agent connected with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentIdentity {
+    /// The certificate's serial, lowercase hex ([`crate::pki::cert_serial`]).
+    pub serial: String,
+    /// The hypervisor name (the certificate's common name).
+    pub name: String,
+    /// The role its join token bound; `None` for certificates issued
+    /// without a token (seen on connect).
+    pub role: Option<Role>,
+    pub issued_unix_ms: u64,
+    pub not_after_unix_ms: u64,
+    /// When `oi hypervisor remove` revoked it; the link refuses it from then.
+    pub revoked_unix_ms: Option<u64>,
 }
 
 /// One change to the placement of components.
@@ -177,4 +205,39 @@ pub trait Store: Send + Sync + 'static {
     /// Raises a hypervisor's generation to at least `at_least` + 1 and returns
     /// it. Used when an agent holds a generation the store never handed out.
     async fn bump_generation(&self, name: &str, at_least: u64) -> Result<u64, StoreError>;
+
+    /// Stores a new join token; refuses an id that exists
+    /// ([`StoreError::TokenExists`]).
+    async fn create_join_token(&self, token: &JoinToken) -> Result<(), StoreError>;
+
+    /// Every join token, newest first.
+    async fn list_join_tokens(&self) -> Result<Vec<JoinToken>, StoreError>;
+
+    /// Marks a token revoked ([`StoreError::UnknownToken`] if there is none).
+    async fn revoke_join_token(&self, id: &str) -> Result<(), StoreError>;
+
+    /// A join, in one transaction: checks the token `id` against the
+    /// presented secret hash at `now_unix_ms` ([`JoinToken::check`]:
+    /// [`StoreError::TokenRefused`]), checks that `identity.name` is free (no
+    /// hypervisor of that name, no unrevoked unexpired identity:
+    /// [`StoreError::NameTaken`]), counts one use of the token and records
+    /// `identity` with the token's role. Returns the token after the use.
+    async fn join(
+        &self,
+        token_id: &str,
+        secret_sha256: [u8; 32],
+        now_unix_ms: u64,
+        identity: &AgentIdentity,
+    ) -> Result<JoinToken, StoreError>;
+
+    /// Records an identity; one with the same serial is kept as it is.
+    async fn record_identity(&self, identity: &AgentIdentity) -> Result<(), StoreError>;
+
+    async fn get_identity(&self, serial: &str) -> Result<Option<AgentIdentity>, StoreError>;
+
+    /// The identities of hypervisor `name`, oldest first.
+    async fn identities_of(&self, name: &str) -> Result<Vec<AgentIdentity>, StoreError>;
+
+    /// Revokes every identity of `name` not revoked yet; returns how many.
+    async fn revoke_identities(&self, name: &str, now_unix_ms: u64) -> Result<u32, StoreError>;
 }

@@ -3,10 +3,13 @@
 //! on the blocking pool; one connection, serialized by a mutex.
 
 use super::migrations;
+use super::sqlite_join;
 use super::{
-    ClusterRecord, HypervisorRecord, HypervisorRegistration, PlacementChange, Store, StoreError,
+    AgentIdentity, ClusterRecord, HypervisorRecord, HypervisorRegistration, PlacementChange, Store,
+    StoreError,
 };
 use crate::seal::Sealer;
+use crate::tokens::JoinToken;
 use async_trait::async_trait;
 use oi_proto::model::{Component, PortRange, Role};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -512,6 +515,61 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn create_join_token(&self, token: &JoinToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.with(move |conn, _| sqlite_join::create_token(conn, &token))
+            .await
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinToken>, StoreError> {
+        self.with(|conn, _| sqlite_join::list_tokens(conn)).await
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.with(move |conn, _| sqlite_join::revoke_token(conn, &id))
+            .await
+    }
+
+    async fn join(
+        &self,
+        token_id: &str,
+        secret_sha256: [u8; 32],
+        now_unix_ms: u64,
+        identity: &AgentIdentity,
+    ) -> Result<JoinToken, StoreError> {
+        let token_id = token_id.to_string();
+        let identity = identity.clone();
+        self.with(move |conn, _| {
+            sqlite_join::join(conn, &token_id, &secret_sha256, now_unix_ms, &identity)
+        })
+        .await
+    }
+
+    async fn record_identity(&self, identity: &AgentIdentity) -> Result<(), StoreError> {
+        let identity = identity.clone();
+        self.with(move |conn, _| sqlite_join::record_identity(conn, &identity))
+            .await
+    }
+
+    async fn get_identity(&self, serial: &str) -> Result<Option<AgentIdentity>, StoreError> {
+        let serial = serial.to_string();
+        self.with(move |conn, _| sqlite_join::get_identity(conn, &serial))
+            .await
+    }
+
+    async fn identities_of(&self, name: &str) -> Result<Vec<AgentIdentity>, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn, _| sqlite_join::identities_of(conn, &name))
+            .await
+    }
+
+    async fn revoke_identities(&self, name: &str, now_unix_ms: u64) -> Result<u32, StoreError> {
+        let name = name.to_string();
+        self.with(move |conn, _| sqlite_join::revoke_identities(conn, &name, now_unix_ms))
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -699,6 +757,206 @@ mod tests {
         assert_eq!(g, BTreeMap::from([("a".into(), 2)]));
         assert!(store.list_clusters().await.unwrap().is_empty());
         assert!(store.list_components().await.unwrap().is_empty());
+    }
+
+    fn token(id: &str, secret: &crate::tokens::TokenSecret, max_uses: u32) -> JoinToken {
+        JoinToken {
+            id: id.into(),
+            secret_sha256: secret.secret_sha256(),
+            role: Role::Public,
+            created_unix_ms: 100,
+            expires_unix_ms: 10_000,
+            max_uses,
+            uses: 0,
+            revoked: false,
+        }
+    }
+
+    fn identity(serial: &str, name: &str) -> AgentIdentity {
+        AgentIdentity {
+            serial: serial.into(),
+            name: name.into(),
+            role: None,
+            issued_unix_ms: 1_000,
+            not_after_unix_ms: 1_000_000,
+            revoked_unix_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn join_tokens_are_stored_hashed_and_used_up_atomically() {
+        use crate::tokens::{TokenRefusal, TokenSecret};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Arc::new(SqliteStore::open(&path, sealer()).unwrap());
+        let secret = TokenSecret::generate();
+        let id = secret.id().to_string();
+        store
+            .create_join_token(&token(&id, &secret, 3))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.create_join_token(&token(&id, &secret, 1)).await,
+            Err(StoreError::TokenExists(_))
+        ));
+        let hash = secret.secret_sha256();
+
+        // 8 joins race for 3 uses: exactly 3 win, with distinct use counts.
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            let id = id.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .join(
+                        &id,
+                        hash,
+                        500,
+                        &identity(&format!("s{i}"), &format!("hv-{i}")),
+                    )
+                    .await
+            }));
+        }
+        let mut uses = Vec::new();
+        let mut used_up = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(tok) => uses.push(tok.uses),
+                Err(StoreError::TokenRefused(TokenRefusal::UsedUp { uses: 3, .. })) => used_up += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        uses.sort();
+        assert_eq!((uses, used_up), (vec![1, 2, 3], 5));
+        let listed = store.list_join_tokens().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].uses, 3);
+        // Each winner's identity carries the token's role.
+        let winners: Vec<AgentIdentity> = futures::future::join_all((0..8).map(|i| {
+            let store = store.clone();
+            async move { store.identities_of(&format!("hv-{i}")).await.unwrap() }
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        assert_eq!(winners.len(), 3);
+        assert!(winners.iter().all(|w| w.role == Some(Role::Public)));
+
+        // Refusals count nothing: wrong secret, unknown id, expired, revoked.
+        let other = TokenSecret::generate();
+        let second = TokenSecret::generate();
+        store
+            .create_join_token(&token(second.id(), &second, 5))
+            .await
+            .unwrap();
+        let try_join = |id: String, hash: [u8; 32], now: u64| {
+            let store = store.clone();
+            async move { store.join(&id, hash, now, &identity("x", "hv-x")).await }
+        };
+        let refused = |r: Result<JoinToken, StoreError>| match r {
+            Err(StoreError::TokenRefused(t)) => t.label(),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let sid = second.id().to_string();
+        assert_eq!(
+            refused(try_join(sid.clone(), other.secret_sha256(), 500).await),
+            "invalid_token"
+        );
+        assert_eq!(
+            refused(try_join(other.id().into(), other.secret_sha256(), 500).await),
+            "invalid_token"
+        );
+        assert_eq!(
+            refused(try_join(sid.clone(), second.secret_sha256(), 10_000).await),
+            "expired_token"
+        );
+        store.revoke_join_token(&sid).await.unwrap();
+        assert_eq!(
+            refused(try_join(sid.clone(), second.secret_sha256(), 500).await),
+            "revoked_token"
+        );
+        assert!(matches!(
+            store.revoke_join_token("nope00").await,
+            Err(StoreError::UnknownToken(_))
+        ));
+        let second_now = store
+            .list_join_tokens()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == sid)
+            .unwrap();
+        assert_eq!((second_now.uses, second_now.revoked), (0, true));
+        assert!(store.identities_of("hv-x").await.unwrap().is_empty());
+
+        // Nothing of the secret is in the file; its hash is.
+        drop(store);
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        let secret_part = secret.expose()[7..].to_string();
+        assert!(!all.windows(16).any(|w| w == secret_part.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn names_in_use_are_refused_until_removed_and_revoked() {
+        use crate::tokens::TokenSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), sealer()).unwrap();
+        let secret = TokenSecret::generate();
+        let mut long = token(secret.id(), &secret, 10);
+        long.expires_unix_ms = 10_000_000;
+        store.create_join_token(&long).await.unwrap();
+        let hash = secret.secret_sha256();
+        store.register_hypervisor(&reg("a")).await.unwrap();
+        let err = store
+            .join(secret.id(), hash, 500, &identity("s1", "a"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("registered"), "{err}");
+
+        // Joined, not connected yet: the name is taken too ...
+        store
+            .join(secret.id(), hash, 500, &identity("s2", "b"))
+            .await
+            .unwrap();
+        let err = store
+            .join(secret.id(), hash, 500, &identity("s3", "b"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("not connected yet"), "{err}");
+        // ... until it is revoked ...
+        assert_eq!(store.revoke_identities("b", 600).await.unwrap(), 1);
+        assert_eq!(store.revoke_identities("b", 700).await.unwrap(), 0);
+        store
+            .join(secret.id(), hash, 800, &identity("s5", "b"))
+            .await
+            .unwrap();
+        // ... or its certificate expired (s5 ends at 1_000_000).
+        store
+            .join(secret.id(), hash, 2_000_000, &identity("s6", "b"))
+            .await
+            .unwrap();
+        let b = store.identities_of("b").await.unwrap();
+        assert_eq!(
+            b.iter()
+                .map(|i| (i.serial.as_str(), i.revoked_unix_ms))
+                .collect::<Vec<_>>(),
+            [("s2", Some(600)), ("s5", None), ("s6", None)]
+        );
+        // Failed joins used nothing: 3 of 10 uses.
+        assert_eq!(store.list_join_tokens().await.unwrap()[0].uses, 3);
+        // Recording is idempotent and keeps the first record.
+        let mut seen = identity("s5", "b");
+        seen.role = None;
+        store.record_identity(&seen).await.unwrap();
+        assert_eq!(
+            store.get_identity("s5").await.unwrap().unwrap().role,
+            Some(Role::Public)
+        );
+        assert_eq!(store.get_identity("zz").await.unwrap(), None);
     }
 
     #[test]

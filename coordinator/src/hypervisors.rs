@@ -1,0 +1,253 @@
+//! The lifecycle of a hypervisor on the coordinator: cordon and uncordon,
+//! drain (move every cluster's pieces off it) and remove (drain, revoke its
+//! certificates, disconnect its agent and forget it).
+
+use crate::cluster::render;
+use crate::cluster::schedule;
+use crate::coordinator::{Coordinator, CoordinatorError, Inner};
+use crate::join::unix_ms;
+use crate::ops::{DrainOutcome, OpError, RemoveOutcome};
+use crate::store::StoreError;
+use oi_proto::pb::CloseCode;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How long `remove` waits for a connected agent to apply the drained
+/// placement (stop the pods) before it closes the link.
+const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+fn not_found(name: &str) -> OpError {
+    OpError::NotFound(format!(
+        "hypervisor {name:?} not found; `oi hypervisor list` shows the hypervisors"
+    ))
+}
+
+fn coordinator_err(name: &str, e: CoordinatorError) -> OpError {
+    match e {
+        CoordinatorError::Store(StoreError::UnknownHypervisor(_)) => not_found(name),
+        other => OpError::Internal(other.to_string()),
+    }
+}
+
+/// Marks a hypervisor as being drained for as long as it lives.
+struct Draining<'a> {
+    inner: &'a Inner,
+    name: String,
+}
+
+impl<'a> Draining<'a> {
+    fn new(inner: &'a Inner, name: &str) -> Self {
+        inner
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        Self {
+            inner,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.inner
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
+    }
+}
+
+impl Coordinator {
+    pub async fn cordon_hypervisor(&self, name: &str, cordoned: bool) -> Result<(), OpError> {
+        if self.inner.index.record(name).is_none() {
+            return Err(not_found(name));
+        }
+        self.set_cordoned(name, cordoned)
+            .await
+            .map_err(|e| coordinator_err(name, e))?;
+        tracing::info!(hypervisor = %name, cordoned, "hypervisor cordon changed");
+        Ok(())
+    }
+
+    /// Clusters with a component on `name`, in name order.
+    fn clusters_on(&self, name: &str) -> BTreeSet<String> {
+        self.inner
+            .index
+            .placement(name)
+            .map(|p| {
+                p.components
+                    .values()
+                    .filter(|c| !c.cluster.is_empty())
+                    .map(|c| c.cluster.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `cluster` can be placed while the hypervisors being drained
+    /// are excluded; the reason when it cannot.
+    async fn fits_elsewhere(&self, cluster: &str) -> Result<(), String> {
+        let inner = &self.inner;
+        let Ok(Some(record)) = inner.store.get_cluster(cluster).await else {
+            return Ok(()); // gone meanwhile: nothing to move
+        };
+        let request = schedule::Request {
+            replicas: record.spec.replicas,
+            replica: render::replica_resources(inner.profile),
+            ingress: render::ingress_resources(inner.profile),
+            current: record.allocation.clone(),
+            exclude: inner
+                .draining
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        };
+        schedule::schedule(&self.snapshot(cluster), &request)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn drain_hypervisor(&self, name: &str) -> Result<DrainOutcome, OpError> {
+        self.drain(name, false).await
+    }
+
+    /// Cordons `name` and reschedules every cluster with a component there
+    /// while it is excluded. Without `allow_pending`, nothing moves unless
+    /// every cluster has somewhere to go.
+    async fn drain(&self, name: &str, allow_pending: bool) -> Result<DrainOutcome, OpError> {
+        self.cordon_hypervisor(name, true).await?;
+        let _draining = Draining::new(&self.inner, name);
+        let clusters = self.clusters_on(name);
+        if !allow_pending {
+            let mut stuck = Vec::new();
+            for c in &clusters {
+                if let Err(why) = self.fits_elsewhere(c).await {
+                    stuck.push(format!("cluster {c}: {why}"));
+                }
+            }
+            if !stuck.is_empty() {
+                return Err(OpError::FailedPrecondition(format!(
+                    "hypervisor {name} is cordoned, but nothing was moved: {}; make room (add or \
+                     uncordon hypervisors), then run `oi hypervisor drain {name}` again",
+                    stuck.join("; ")
+                )));
+            }
+        }
+        let mut outcome = DrainOutcome::default();
+        for c in clusters {
+            match self.reschedule_cluster(&c).await {
+                Ok(()) => {}
+                // Deleted meanwhile: nothing left to move.
+                Err(OpError::NotFound(_)) => continue,
+                Err(e) => {
+                    return Err(OpError::Internal(format!(
+                        "drain hypervisor {name}: reschedule cluster {c}: {e}"
+                    )))
+                }
+            }
+            let placed = matches!(
+                self.inner.store.get_cluster(&c).await,
+                Ok(Some(r)) if r.allocation.is_some()
+            );
+            if placed {
+                outcome.rescheduled.push(c);
+            } else {
+                outcome.pending.push(c);
+            }
+        }
+        tracing::info!(hypervisor = %name, rescheduled = ?outcome.rescheduled,
+            pending = ?outcome.pending, "hypervisor drained");
+        Ok(outcome)
+    }
+
+    /// Waits (at most [`APPLY_WAIT`]) until a connected agent reports that
+    /// it applied its current placement.
+    async fn wait_applied(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            let Some(view) = self.inner.index.view(name) else {
+                return;
+            };
+            let connected = matches!(view.link, crate::index::LinkState::Connected { .. });
+            let applied = view
+                .observed
+                .as_ref()
+                .is_some_and(|o| o.applied == view.placement.cursor);
+            if !connected || applied {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(hypervisor = %name,
+                    "the agent did not confirm the drained placement in time; closing its link anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError> {
+        let registered = self.inner.index.record(name).is_some();
+        let identities = self
+            .inner
+            .store
+            .identities_of(name)
+            .await
+            .map_err(|e| OpError::Internal(format!("read identities: {e}")))?;
+        // Not registered and nothing left to revoke: removed already, or
+        // never there.
+        if !registered && identities.iter().all(|i| i.revoked_unix_ms.is_some()) {
+            return Err(not_found(name));
+        }
+        let mut outcome = RemoveOutcome::default();
+        if registered {
+            outcome.drained = self.drain(name, true).await?;
+            self.wait_applied(name).await;
+            let left: Vec<String> = self
+                .inner
+                .index
+                .placement(name)
+                .map(|p| p.components.keys().cloned().collect())
+                .unwrap_or_default();
+            if !left.is_empty() {
+                return Err(OpError::FailedPrecondition(format!(
+                    "hypervisor {name} still holds components no cluster owns ({}); it stays \
+                     cordoned and joined: remove them, then run `oi hypervisor remove {name}` \
+                     again",
+                    left.join(", ")
+                )));
+            }
+        }
+        // Under the write lock: an agent connecting now either registers
+        // before (and is closed below) or sees the revocation.
+        let inner = &self.inner;
+        let _write = inner.write_lock.lock().await;
+        outcome.revoked_certificates = inner
+            .store
+            .revoke_identities(name, unix_ms())
+            .await
+            .map_err(|e| OpError::Internal(format!("revoke identities: {e}")))?;
+        if registered {
+            match inner.store.remove_hypervisor(name).await {
+                Ok(()) | Err(StoreError::UnknownHypervisor(_)) => {}
+                Err(e) => return Err(OpError::Internal(format!("forget hypervisor: {e}"))),
+            }
+            inner.metrics.forget_hypervisor(name);
+        }
+        if let Some(conn) = inner.index.remove(name) {
+            conn.close(
+                CloseCode::CloseRevoked.varint(),
+                format!(
+                    "hypervisor {name} was removed and its certificate revoked; stop this agent \
+                     (systemctl disable --now oi-agent), or join it again"
+                )
+                .as_bytes(),
+            );
+            outcome.disconnected = true;
+        }
+        tracing::info!(hypervisor = %name, revoked = outcome.revoked_certificates,
+            disconnected = outcome.disconnected, "hypervisor removed");
+        Ok(outcome)
+    }
+}
