@@ -131,6 +131,7 @@ impl Coordinator {
                     initial_cluster: everyone.clone(),
                     existing: current.is_some(),
                     pending: current.is_some(),
+                    leaving: false,
                 };
             }
         }
@@ -378,7 +379,10 @@ impl Coordinator {
         }
         drop(ever);
         let mut status = status;
-        if record.allocation.is_some() {
+        if let Some(allocation) = &record.allocation {
+            status
+                .conditions
+                .insert(1, status::replicas(record.spec.replicas, allocation));
             let done = self
                 .inner
                 .bootstrapped

@@ -16,6 +16,9 @@ use std::time::Duration;
 /// placement (stop the pods) before it closes the link.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// How long `remove` waits for the clusters on a hypervisor to move off.
+const MOVE_WAIT: Duration = Duration::from_secs(180);
+
 fn not_found(name: &str) -> OpError {
     OpError::NotFound(format!(
         "hypervisor {name:?} not found; `oi hypervisor list` shows the hypervisors"
@@ -162,6 +165,16 @@ impl Coordinator {
         Ok(outcome)
     }
 
+    /// Waits (at most [`MOVE_WAIT`]) until no cluster has a component on
+    /// `name`: replicas marked leaving by the drain migrate one etcd member
+    /// at a time (a replacement joins elsewhere, then they are removed).
+    async fn wait_moved_off(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + MOVE_WAIT;
+        while !self.clusters_on(name).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Waits (at most [`APPLY_WAIT`]) until a connected agent reports that
     /// it applied its current placement.
     async fn wait_applied(&self, name: &str) {
@@ -203,19 +216,32 @@ impl Coordinator {
         let mut outcome = RemoveOutcome::default();
         if registered {
             outcome.drained = self.drain(name, true).await?;
+            self.wait_moved_off(name).await;
             self.wait_applied(name).await;
-            let left: Vec<String> = self
-                .inner
-                .index
-                .placement(name)
-                .map(|p| p.components.keys().cloned().collect())
-                .unwrap_or_default();
-            if !left.is_empty() {
+            let placement = self.inner.index.placement(name);
+            let left = |owned: bool| -> Vec<String> {
+                placement
+                    .iter()
+                    .flat_map(|p| p.components.values())
+                    .filter(|c| c.cluster.is_empty() != owned)
+                    .map(|c| c.id.clone())
+                    .collect()
+            };
+            let (stray, moving) = (left(false), left(true));
+            if !stray.is_empty() {
                 return Err(OpError::FailedPrecondition(format!(
                     "hypervisor {name} still holds components no cluster owns ({}); it stays \
                      cordoned and joined: remove them, then run `oi hypervisor remove {name}` \
                      again",
-                    left.join(", ")
+                    stray.join(", ")
+                )));
+            }
+            if !moving.is_empty() {
+                return Err(OpError::FailedPrecondition(format!(
+                    "hypervisor {name} still holds {}: control-plane replicas move off one etcd \
+                     member at a time (`oi cluster get` shows progress); it stays cordoned and \
+                     joined: run `oi hypervisor remove {name}` again when they are gone",
+                    moving.join(", ")
                 )));
             }
         }

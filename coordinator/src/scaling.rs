@@ -27,7 +27,8 @@ fn peer(s: &ReplicaSlot) -> String {
 /// Whether a cluster has a membership step to take.
 fn needs_step(record: &ClusterRecord) -> bool {
     record.allocation.as_ref().is_some_and(|a| {
-        a.replicas.len() as u32 != record.spec.replicas || a.replicas.iter().any(|s| s.etcd.pending)
+        a.replicas.len() as u32 != record.spec.replicas
+            || a.replicas.iter().any(|s| s.etcd.pending || s.etcd.leaving)
     })
 }
 
@@ -159,7 +160,9 @@ impl Coordinator {
                 Ok(())
             }
             Step::Grow => {
-                let mut next = match self.schedule_slots(&record.spec, Some(&allocation), count + 1)
+                // One more slot than there are now (a leaving one counts: its
+                // hypervisor stays taken), on a hypervisor that takes new ones.
+                let proposed = match self.schedule_slots(&record.spec, Some(&allocation), count + 1)
                 {
                     Ok(a) => a,
                     Err(PlaceError::NoRoom(why)) => {
@@ -167,21 +170,18 @@ impl Coordinator {
                     }
                     Err(PlaceError::Fatal(e)) => return Err(e),
                 };
-                // etcd takes one learner at a time: add one replica per step.
-                let mut added = false;
-                next.replicas.retain(|s| {
-                    let old = allocation.replicas.iter().any(|o| o.index == s.index);
-                    let keep = old || !added;
-                    added |= !old;
-                    keep
-                });
-                let Some(new) = next
+                // etcd takes one learner at a time: one replica per step, and
+                // the others exactly as they are.
+                let Some(new) = proposed
                     .replicas
-                    .iter()
+                    .into_iter()
                     .find(|s| !allocation.replicas.iter().any(|o| o.index == s.index))
                 else {
                     return Ok(());
                 };
+                let mut next = allocation.clone();
+                next.replicas.push(new.clone());
+                let new = &new;
                 let changes =
                     match self.render_changes(&record.spec, &mut secrets, Some(&allocation), &next)
                     {
@@ -220,11 +220,11 @@ impl Coordinator {
         }
     }
 
-    /// Moves a placed cluster's pieces off hypervisors that are gone,
-    /// cordoned for draining or no longer fit: the ingress moves at once;
-    /// replicas there are removed (their etcd members first) and the
-    /// replica reconciler adds new ones elsewhere, one at a time. A cluster
-    /// whose every replica would go is refused: its data would be lost.
+    /// Moves a placed cluster's pieces off hypervisors that are gone, being
+    /// drained, or no longer fit: the ingress moves at once; a replica on a
+    /// hypervisor that is still there is marked leaving and migrates (the
+    /// replica reconciler grows a replacement elsewhere, then removes it);
+    /// one on a hypervisor that is gone is dropped (its member first).
     pub async fn reschedule_cluster(&self, name: &str) -> Result<(), OpError> {
         let _clusters = self.inner.cluster_lock.lock().await;
         let (mut record, mut secrets, current) = match self.load(name).await {
@@ -242,41 +242,46 @@ impl Coordinator {
             }
             Err(PlaceError::Fatal(e)) => return Err(e),
         };
-        let kept: Vec<ReplicaSlot> = proposed
-            .replicas
-            .iter()
-            .filter(|s| current.replicas.iter().any(|c| c.index == s.index))
-            .cloned()
-            .collect();
-        if kept.is_empty() {
+        // Replicas the scheduler would not keep: on a hypervisor that is still
+        // there, they leave by migration (a replacement joins elsewhere
+        // first); on one that is gone, they are dropped at once.
+        let registered = |hv: &str| self.inner.index.record(hv).is_some();
+        let mut next = Allocation {
+            replicas: Vec::new(),
+            ingress: proposed.ingress.clone(),
+        };
+        let mut gone = Vec::new();
+        for c in &current.replicas {
+            match proposed.replicas.iter().find(|p| p.index == c.index) {
+                Some(kept) => next.replicas.push(kept.clone()),
+                None if registered(&c.hypervisor) => {
+                    let mut leaving = c.clone();
+                    leaving.etcd.leaving = true;
+                    next.replicas.push(leaving);
+                }
+                None => gone.push(c.clone()),
+            }
+        }
+        if next.replicas.is_empty() {
             return Err(OpError::FailedPrecondition(format!(
-                "every control-plane replica of cluster {name:?} would move, which loses its etcd \
-                 data; scale it up first (`oi apply` with more replicas) or delete it"
+                "every control-plane replica of cluster {name:?} is on a hypervisor that is gone; \
+                 its etcd data is lost: delete the cluster and create it again"
             )));
         }
-        let dropped: Vec<&ReplicaSlot> = current
-            .replicas
-            .iter()
-            .filter(|c| !kept.iter().any(|k| k.index == c.index))
-            .collect();
-        if !dropped.is_empty() {
-            let kept_alloc = Allocation {
-                replicas: kept.clone(),
+        if !gone.is_empty() {
+            let survivors = Allocation {
+                replicas: next.replicas.clone(),
                 ingress: current.ingress.clone(),
             };
-            let mut etcd = self.etcd(&secrets, &kept_alloc).await?;
+            let mut etcd = self.etcd(&secrets, &survivors).await?;
             let members = etcd.members().await.map_err(internal)?;
-            for d in &dropped {
+            for d in &gone {
                 let p = peer(d);
                 if let Some(m) = members.iter().find(|m| m.peer_urls.contains(&p)) {
                     etcd.remove(m.id).await.map_err(internal)?;
                 }
             }
         }
-        let next = Allocation {
-            replicas: kept,
-            ingress: proposed.ingress,
-        };
         if next == current {
             return Ok(());
         }
@@ -285,7 +290,8 @@ impl Coordinator {
             Err(PlaceError::NoRoom(why)) => return Err(OpError::Unavailable(why)),
             Err(PlaceError::Fatal(e)) => return Err(e),
         };
-        tracing::info!(cluster = %name, moved = dropped.len(), "rescheduled cluster");
+        let leaving = next.replicas.iter().filter(|s| s.etcd.leaving).count();
+        tracing::info!(cluster = %name, leaving, dropped = gone.len(), "rescheduled cluster");
         record.secrets = secrets.encode()?;
         record.allocation = Some(next);
         self.commit_cluster(&record, false, changes).await

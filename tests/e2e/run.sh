@@ -75,6 +75,10 @@ no_containers_of() {
     [ -z "$(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"~=\"$1\"")" ] || return 1
   done
 }
+# Components of a cluster on one hypervisor: none?
+no_containers_on() {
+  [ -z "$(ctr_hv "$1" containers ls -q "labels.\"oneinfra.io/component\"~=\"$2\"")" ]
+}
 no_component_dirs() { [ -z "$(find "$OI_BED_DIR"/agents/*/state/components -mindepth 1 -maxdepth 1 2>/dev/null)" ]; }
 endpoints_port_is() {
   [ "$(kubectl --kubeconfig "$1" get endpoints kubernetes -o jsonpath='{.subsets[0].ports[0].port}')" = "$2" ]
@@ -211,15 +215,32 @@ ports_of() { # listening TCP ports in the bed's port range, per hypervisor
     nsenter --net="/run/netns/oie-$hv" ss -ltnH | awk -v hv="$hv" '{n = split($4, a, ":"); p = a[n]} p >= 30000 && p <= 30999 {print hv, p}'
   done | sort -u
 }
-"$OI" cluster delete beta
-if "$OI" cluster get beta >/dev/null 2>&1; then fail "beta still exists"; fi
-rc=0; "$OI" cluster get beta >/dev/null 2>&1 || rc=$?
-[ $rc = 3 ] || fail "oi cluster get of a deleted cluster exits $rc, want 3 (not found)"
-retry 60 no_containers_of '^beta/' || fail "containers of beta are left"
-ok "no container of beta is left"
-for c in alpha gamma; do readyz "$WORK/$c.kc" || fail "$c stopped answering when beta was deleted"; done
-ok "alpha and gamma keep answering"
 "$OI" cluster delete alpha
+if "$OI" cluster get alpha >/dev/null 2>&1; then fail "alpha still exists"; fi
+rc=0; "$OI" cluster get alpha >/dev/null 2>&1 || rc=$?
+[ $rc = 3 ] || fail "oi cluster get of a deleted cluster exits $rc, want 3 (not found)"
+retry 60 no_containers_of '^alpha/' || fail "containers of alpha are left"
+ok "no container of alpha is left"
+for c in beta gamma; do readyz "$WORK/$c.kc" || fail "$c stopped answering when alpha was deleted"; done
+ok "beta and gamma keep answering"
+
+step "drain the hypervisor of beta's only replica: it migrates without losing data"
+from=$("$OI" component list --cluster beta -o json | grep -A2 '"id": "beta/etcd-' | sed -n 's/.*"hypervisor": "\(.*\)".*/\1/p')
+[ -n "$from" ] || fail "beta's replica not found"
+"$OI" hypervisor drain "$from" >"$WORK/drain.out" || { cat "$WORK/drain.out"; fail "drain $from failed"; }
+on_from() { "$OI" component list --cluster beta -o json | grep -q "\"hypervisor\": \"$from\""; }
+moved() { ! on_from && beta_running 5; }
+start=$SECONDS
+retry 180 moved || { "$OI" cluster get beta >&2; fail "beta's replica did not move off $from"; }
+ok "beta's replica migrated off $from in $((SECONDS - start)) s (new member joined first, then the old one left)"
+retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after the migration"
+kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data in the migration"
+ok "beta serves its data from the new hypervisor"
+retry 60 no_containers_on "$from" '^beta/' || fail "containers of beta are left on $from"
+"$OI" hypervisor uncordon "$from" >/dev/null
+for c in beta gamma; do retry 60 readyz "$WORK/$c.kc" || fail "$c /readyz after the drain"; done
+
+"$OI" cluster delete beta
 "$OI" cluster delete gamma
 retry 90 no_containers_of . || { our_containers >&2; fail "containers are left after deleting every cluster"; }
 ok "no container of ours is left on any hypervisor"

@@ -822,7 +822,7 @@ async fn hypervisor_lifecycle_and_tokens() {
             .fails(3, "oi hypervisor list");
     }
     let out = api.oi(&["hypervisor", "drain", "hv-private-1"]).await;
-    assert!(out.ok().contains("moved off: a"), "{}", out.stdout);
+    assert!(out.ok().contains("shows progress): a"), "{}", out.stdout);
     api.oi(&["hypervisor", "drain", "hv-public-1"])
         .await
         .fails(1, "nothing was moved");

@@ -916,9 +916,9 @@ async fn a_flood_of_bad_joins_does_not_slow_placement_fan_out() {
 
 /// Drain moves a cluster's pieces off a hypervisor (the scheduler keeps
 /// slots on a merely cordoned one), and refuses, moving nothing, when a
-/// cluster has nowhere else to go; remove makes such a cluster pending.
+/// cluster has nowhere else to go; so does remove.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_moves_clusters_off_and_remove_leaves_them_pending() {
+async fn drain_marks_replicas_leaving_and_refuses_when_nowhere_to_go() {
     use oi_coordinator::cluster::model::ClusterSpec;
     init_logging();
     let coord = Coord::start(|_| {}).await;
@@ -959,55 +959,52 @@ async fn drain_moves_clusters_off_and_remove_leaves_them_pending() {
             .map(str::to_string)
     };
     let first = replica_on(&c).expect("placed");
-    let other = if first == "hv-a" { "hv-b" } else { "hv-a" };
 
     // Cordoned only: the replica stays.
     coord.admin(&["hypervisor", "cordon", &first]).await.ok();
     c.reschedule_cluster("c1").await.unwrap();
     assert_eq!(replica_on(&c).as_deref(), Some(first.as_str()));
 
+    // Drained: the replica is marked leaving. It migrates (a replacement
+    // joins etcd elsewhere, then it leaves), which needs a real etcd: the
+    // real-stack tier (tests/e2e) follows it through; here, the marking.
     let out = coord.admin(&["hypervisor", "drain", &first]).await;
-    assert!(out.ok().contains("moved off: c1"), "{}", out.stdout);
-    assert_eq!(replica_on(&c).as_deref(), Some(other));
-    let drained = agents.iter_mut().find(|a| a.name == first).unwrap();
-    wait_for(
-        &mut drained.handle.placement,
-        "drained agent emptied",
-        |p| p.components.is_empty(),
-    )
-    .await;
+    assert!(out.ok().contains("shows progress): c1"), "{}", out.stdout);
+    let view = c.get_cluster("c1").await.unwrap();
+    let replicas = view
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == "Replicas")
+        .unwrap();
+    assert!(
+        replicas
+            .message
+            .contains(&format!("replica 0 leaving {first}")),
+        "{replicas:?}"
+    );
+    assert!(!replicas.status);
 
-    // The other one has nowhere to send it (the first is cordoned).
-    let before = c.hypervisor(other).unwrap().placement.clone();
+    // The only public hypervisor: the ingress has nowhere to go, so
+    // neither drain nor remove moves anything or forgets it.
+    let before = c.hypervisor("hv-p").unwrap().placement.clone();
     coord
-        .admin(&["hypervisor", "drain", other])
+        .admin(&["hypervisor", "drain", "hv-p"])
         .await
         .fails(1, "nothing was moved");
-    assert_eq!(c.hypervisor(other).unwrap().placement, before);
-    assert_eq!(
-        coord
-            .admin(&["hypervisor", "list", "-o", "json"])
-            .await
-            .ok()
-            .matches("\"cordoned\": true")
-            .count(),
-        2
-    );
-
-    // Removing the only public hypervisor leaves the cluster pending.
-    let out = coord.admin(&["hypervisor", "remove", "hv-p"]).await;
-    assert!(
-        out.ok()
-            .contains("now pending (see `oi cluster get NAME`): c1"),
-        "{}",
-        out.stdout
-    );
-    let view = c.get_cluster("c1").await.unwrap();
-    assert_eq!(
-        view.status.phase,
-        oi_coordinator::ops::ClusterPhase::Pending
-    );
-    assert!(c.hypervisor("hv-p").is_none());
+    assert_eq!(c.hypervisor("hv-p").unwrap().placement, before);
+    coord
+        .admin(&["hypervisor", "remove", "hv-p"])
+        .await
+        .fails(1, "cannot be moved");
+    assert!(c.hypervisor("hv-p").is_some(), "not forgotten");
+    assert!(!c
+        .get_cluster("c1")
+        .await
+        .unwrap()
+        .status
+        .endpoint
+        .is_empty());
     for a in agents {
         a.handle.shutdown().await;
     }

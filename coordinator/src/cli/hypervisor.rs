@@ -32,7 +32,11 @@ pub fn drained_lines(name: &str, d: &DrainOutcome) -> String {
         out.push_str(&format!("  no cluster had pieces on {name}\n"));
     }
     if !d.rescheduled.is_empty() {
-        out.push_str(&format!("  moved off: {}\n", d.rescheduled.join(", ")));
+        out.push_str(&format!(
+            "  moving off (ingresses at once, replicas one etcd member at a time; \
+             `oi cluster get NAME` shows progress): {}\n",
+            d.rescheduled.join(", ")
+        ));
     }
     if !d.pending.is_empty() {
         out.push_str(&format!(
@@ -104,7 +108,8 @@ mod tests {
         assert_eq!(
             removed_text("hv-1", &r),
             "hypervisor/hv-1 removed: 1 certificate revoked, its agent disconnected\n  \
-             moved off: a, b\n  nowhere else to go, now pending (see `oi cluster get NAME`): c\n  \
+             moving off (ingresses at once, replicas one etcd member at a time; `oi cluster get \
+             NAME` shows progress): a, b\n  nowhere else to go, now pending (see `oi cluster get NAME`): c\n  \
              on hv-1, stop the agent: systemctl disable --now oi-agent; or join it again with a \
              new token\n"
         );

@@ -5,6 +5,9 @@
 //! * grow by one replica: it is added as an etcd learner, placed, and
 //!   promoted once in sync, before the next one is added;
 //! * shrink by one: the member is removed from etcd first, then its pods;
+//! * move a replica (its hypervisor is drained): it is marked leaving, a
+//!   replacement grows elsewhere, then the leaving one shrinks away — the
+//!   cluster never has fewer members than declared;
 //! * a member no slot owns (added before a coordinator crash, or left by a
 //!   replica that moved) is removed first.
 
@@ -68,10 +71,24 @@ pub fn next_step(desired: u32, slots: &[ReplicaSlot], members: &[Member]) -> Ste
             None => {}
         }
     }
-    let n = slots.len() as u32;
-    if n < desired {
+    let active = slots.iter().filter(|s| !s.etcd.leaving).count() as u32;
+    if active < desired {
         return Step::Grow;
     }
+    let member_of = |s: &ReplicaSlot| {
+        let peer = slot_peer(s);
+        members
+            .iter()
+            .find(|m| m.peer_urls.contains(&peer))
+            .map(|m| m.id)
+    };
+    if let Some(s) = slots.iter().find(|s| s.etcd.leaving) {
+        return Step::Shrink {
+            index: s.index,
+            member_id: member_of(s),
+        };
+    }
+    let n = slots.len() as u32;
     if n > desired {
         if let Some(s) = slots.iter().max_by_key(|s| s.index) {
             let peer = slot_peer(s);
@@ -102,6 +119,7 @@ mod tests {
                 initial_cluster: "x".into(),
                 existing,
                 pending: false,
+                leaving: false,
             },
         }
     }
@@ -120,7 +138,7 @@ mod tests {
     #[test]
     fn table() {
         let s = |v: &[(u32, bool)]| v.iter().map(|&(i, e)| slot(i, e)).collect::<Vec<_>>();
-        let cases: Vec<Case> = vec![
+        let mut cases: Vec<Case> = vec![
             (
                 "steady",
                 1,
@@ -188,6 +206,38 @@ mod tests {
                 Step::AddMember { index: 3 },
             ),
         ];
+        let leaving = |i| {
+            let mut s = slot(i, false);
+            s.etcd.leaving = true;
+            s
+        };
+        cases.push((
+            "a leaving replica is replaced first",
+            1,
+            vec![leaving(0)],
+            vec![member(7, 0, false)],
+            Step::Grow,
+        ));
+        cases.push((
+            "then it leaves, member first",
+            1,
+            vec![leaving(0), slot(1, true)],
+            vec![member(7, 0, false), member(8, 1, false)],
+            Step::Shrink {
+                index: 0,
+                member_id: Some(7),
+            },
+        ));
+        cases.push((
+            "its replacement is promoted before it leaves",
+            1,
+            vec![leaving(0), slot(1, true)],
+            vec![member(7, 0, false), member(8, 1, true)],
+            Step::Promote {
+                index: 1,
+                member_id: 8,
+            },
+        ));
         for (what, desired, slots, members, want) in cases {
             assert_eq!(next_step(desired, &slots, &members), want, "{what}");
         }

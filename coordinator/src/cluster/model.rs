@@ -262,6 +262,10 @@ pub struct EtcdJoin {
     /// Added as a learner and not promoted yet (not rendered).
     #[serde(default)]
     pub pending: bool,
+    /// Moving off its hypervisor (drained): a replacement joins elsewhere
+    /// first, then this member is removed (not rendered).
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// The ingress (haproxy) on a public hypervisor.

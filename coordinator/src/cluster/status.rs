@@ -95,6 +95,36 @@ pub fn bootstrapped(last: Option<&Result<String, String>>, endpoint: &str) -> Co
     }
 }
 
+/// The Replicas condition: declared count versus the slots, with the
+/// replicas joining (learners) and leaving (migrating off a hypervisor).
+pub fn replicas(desired: u32, allocation: &Allocation) -> Condition {
+    let slots = &allocation.replicas;
+    let mut moving = Vec::new();
+    for s in slots {
+        if s.etcd.leaving {
+            moving.push(format!("replica {} leaving {}", s.index, s.hypervisor));
+        } else if s.etcd.pending {
+            moving.push(format!("replica {} joining on {}", s.index, s.hypervisor));
+        }
+    }
+    let steady = moving.is_empty() && slots.len() as u32 == desired;
+    let mut message = format!("{} of {desired} replica(s)", slots.len());
+    if !moving.is_empty() {
+        message.push_str(&format!("; {}", moving.join(", ")));
+    }
+    Condition {
+        kind: "Replicas".into(),
+        status: steady,
+        reason: if steady {
+            "AsDeclared"
+        } else {
+            "Reconfiguring"
+        }
+        .into(),
+        message,
+    }
+}
+
 pub fn compute(
     cluster: &str,
     allocation: Option<&Allocation>,
