@@ -7,5 +7,6 @@ pub mod coordinator_proc;
 pub mod fleet;
 pub mod footprint;
 pub mod procfs;
+pub mod schedule;
 pub mod stats;
 pub mod sys;

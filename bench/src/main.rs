@@ -22,6 +22,8 @@ enum Command {
     Coordinator(oi_bench::coordinator_proc::CoordinatorArgs),
     /// RSS and idle CPU of the real oi-agent against a real containerd.
     AgentFootprint(oi_bench::footprint::FootprintArgs),
+    /// Placements per second of the pure scheduler over synthetic fleets.
+    Schedule(oi_bench::schedule::ScheduleArgs),
 }
 
 fn main() -> Result<()> {
@@ -36,5 +38,6 @@ fn main() -> Result<()> {
         Command::Fleet(a) => oi_bench::fleet::main(a),
         Command::Coordinator(a) => oi_bench::coordinator_proc::main(a),
         Command::AgentFootprint(a) => oi_bench::footprint::main(a),
+        Command::Schedule(a) => oi_bench::schedule::main(a),
     }
 }

@@ -7,6 +7,7 @@
 use super::model::{Allocation, IngressSlot, ReplicaPorts, ReplicaSlot};
 use crate::store::HypervisorRecord;
 use oi_proto::model::{Placement, PortRange, Resources, Role};
+use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,8 +54,11 @@ pub struct Usage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub hypervisors: Vec<HypervisorInfo>,
-    /// By hypervisor name; a hypervisor without an entry is empty.
-    pub usage: BTreeMap<String, Usage>,
+    /// By hypervisor name; a hypervisor without an entry is empty. A hash
+    /// map with a fast hasher (names are not attacker-chosen here): the
+    /// scheduler looks every hypervisor up on every placement, and never
+    /// iterates it.
+    pub usage: FxHashMap<String, Usage>,
 }
 
 impl Snapshot {
@@ -67,7 +71,7 @@ impl Snapshot {
         placements: &[(String, &Placement)],
         exclude_cluster: &str,
     ) -> Snapshot {
-        let mut usage: BTreeMap<String, Usage> = BTreeMap::new();
+        let mut usage: FxHashMap<String, Usage> = FxHashMap::default();
         for (hypervisor, placement) in placements {
             for c in placement.components.values() {
                 if !exclude_cluster.is_empty() && c.cluster == exclude_cluster {
@@ -262,18 +266,18 @@ enum Pick {
     },
 }
 
-/// The snapshot with its hypervisors in name order.
+/// The snapshot as the scheduler reads it.
 struct Fleet<'a> {
     hypervisors: Vec<&'a HypervisorInfo>,
-    usage: &'a BTreeMap<String, Usage>,
+    usage: &'a FxHashMap<String, Usage>,
 }
 
 impl<'a> Fleet<'a> {
+    /// No sorting here: choices are ordered by load then name, whatever
+    /// the input order, and reasons are sorted when they are reported.
     fn new(s: &'a Snapshot) -> Self {
-        let mut hypervisors: Vec<_> = s.hypervisors.iter().collect();
-        hypervisors.sort_by(|a, b| a.name.cmp(&b.name));
         Self {
-            hypervisors,
+            hypervisors: s.hypervisors.iter().collect(),
             usage: &s.usage,
         }
     }
@@ -350,44 +354,88 @@ impl<'a> Fleet<'a> {
         busy: &BTreeMap<&str, String>,
         n: usize,
     ) -> Result<Vec<&'a HypervisorInfo>, Pick> {
-        let mut fit = Vec::new();
-        let mut passed_over = Vec::new();
+        // The n least loaded, kept sorted while scanning once: O(N * log n),
+        // each hypervisor's usage looked up once.
+        let mut best: Vec<(&'a HypervisorInfo, &'a Usage)> = Vec::with_capacity(n + 1);
+        let mut fit = 0;
+        let mut unfit = Vec::new();
         for &h in self.hypervisors.iter().filter(|h| h.role == role) {
-            match busy
-                .get(h.name.as_str())
-                .cloned()
-                .or_else(|| self.unfit(h, r, ports))
-            {
-                Some(why) => passed_over.push(why),
-                None => fit.push(h),
+            let u = self.usage(h);
+            if !fits(h, u, r, ports) || (!busy.is_empty() && busy.contains_key(h.name.as_str())) {
+                unfit.push(h);
+                continue;
             }
+            fit += 1;
+            if best.len() == n
+                && best
+                    .last()
+                    .is_none_or(|&last| by_load(last, (h, u)) == Ordering::Less)
+            {
+                continue;
+            }
+            let at = best.partition_point(|&b| by_load(b, (h, u)) == Ordering::Less);
+            best.insert(at, (h, u));
+            best.truncate(n);
         }
-        if fit.is_empty() && passed_over.is_empty() {
+        if fit == 0 && unfit.is_empty() {
             return Err(Pick::NoneRegistered);
         }
-        if fit.len() < n {
-            let found = fit.len();
-            return Err(Pick::TooFew { found, passed_over });
+        if fit < n {
+            // Only now: why each one was passed over, in name order.
+            unfit.sort_by(|a, b| a.name.cmp(&b.name));
+            let passed_over = unfit
+                .into_iter()
+                .filter_map(|h| {
+                    busy.get(h.name.as_str())
+                        .cloned()
+                        .or_else(|| self.unfit(h, r, ports))
+                })
+                .collect();
+            return Err(Pick::TooFew {
+                found: fit,
+                passed_over,
+            });
         }
-        fit.sort_by(|a, b| self.by_load(a, b));
-        fit.truncate(n);
-        Ok(fit)
+        Ok(best.into_iter().map(|(h, _)| h).collect())
     }
+}
 
-    /// Least loaded first: the largest free fraction of memory, then of CPU,
-    /// then the fewest clusters, then the name.
-    fn by_load(&self, a: &HypervisorInfo, b: &HypervisorInfo) -> Ordering {
-        let (ua, ub) = (self.usage(a), self.usage(b));
-        cmp_free(
-            b.memory_bytes,
-            ub.memory_bytes,
-            a.memory_bytes,
-            ua.memory_bytes,
-        )
-        .then_with(|| cmp_free(b.cpu_millis, ub.cpu_millis, a.cpu_millis, ua.cpu_millis))
-        .then_with(|| ua.clusters.len().cmp(&ub.clusters.len()))
-        .then_with(|| a.name.cmp(&b.name))
+/// Whether `h` (using `u`) takes a new piece needing `r` and `ports` host
+/// ports ([`Fleet::unfit`] without building the reason).
+fn fits(h: &HypervisorInfo, u: &Usage, r: Resources, ports: usize) -> bool {
+    if h.cordoned || !h.connected {
+        return false;
     }
+    if h.memory_bytes.saturating_sub(u.memory_bytes) < r.memory_bytes
+        || h.cpu_millis.saturating_sub(u.cpu_millis) < r.cpu_millis
+    {
+        return false;
+    }
+    let range = h.host_ports.len() as usize;
+    // Counting the used ports inside the range only matters when the
+    // count of all used ports leaves too few.
+    range.saturating_sub(u.ports.len()) >= ports
+        || range
+            - u.ports
+                .iter()
+                .filter(|p| h.host_ports.contains(**p))
+                .count()
+            >= ports
+}
+
+/// Least loaded first: the largest free fraction of memory, then of CPU,
+/// then the fewest clusters, then the name.
+fn by_load(a: (&HypervisorInfo, &Usage), b: (&HypervisorInfo, &Usage)) -> Ordering {
+    let ((a, ua), (b, ub)) = (a, b);
+    cmp_free(
+        b.memory_bytes,
+        ub.memory_bytes,
+        a.memory_bytes,
+        ua.memory_bytes,
+    )
+    .then_with(|| cmp_free(b.cpu_millis, ub.cpu_millis, a.cpu_millis, ua.cpu_millis))
+    .then_with(|| ua.clusters.len().cmp(&ub.clusters.len()))
+    .then_with(|| a.name.cmp(&b.name))
 }
 
 /// Compares the free fraction of capacity `x` with that of `y`, exactly.
@@ -478,7 +526,7 @@ mod tests {
     fn fleet(hypervisors: Vec<HypervisorInfo>) -> Snapshot {
         Snapshot {
             hypervisors,
-            usage: BTreeMap::new(),
+            usage: FxHashMap::default(),
         }
     }
 
@@ -743,7 +791,7 @@ mod tests {
             public("q"),
         ];
         hvs[3].memory_bytes = 8192 * MIB;
-        let mut usage = BTreeMap::new();
+        let mut usage = FxHashMap::default();
         usage.insert("b".to_string(), used(512, 0, &[30000]));
         usage.insert("c".to_string(), used(512, 0, &[]));
         let snap = Snapshot {
@@ -1036,7 +1084,7 @@ mod tests {
             .collect();
         let mut full = public("p");
         full.host_ports = PortRange::new(30000, 30000).unwrap();
-        let mut full_usage = BTreeMap::new();
+        let mut full_usage = FxHashMap::default();
         full_usage.insert("p".to_string(), used(0, 0, &[30000]));
 
         let cases: Vec<(Snapshot, Request, &str)> = vec![
@@ -1156,7 +1204,10 @@ mod tests {
         let snap = Snapshot::from_placements(vec![], &placements, "x");
         let mut want_a = used(270, 155, &[9100, 30006, 30007]);
         want_a.clusters.insert("y".into());
-        assert_eq!(snap.usage, BTreeMap::from([("a".to_string(), want_a)]));
+        assert_eq!(
+            snap.usage,
+            FxHashMap::from_iter([("a".to_string(), want_a)])
+        );
 
         // Another cluster sees everything.
         let snap = Snapshot::from_placements(vec![], &placements, "z");
