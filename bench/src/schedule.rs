@@ -12,7 +12,7 @@
 use anyhow::Result;
 use oi_coordinator::cluster::model::{Allocation, ReplicaPorts};
 use oi_coordinator::cluster::render::{ingress_resources, replica_resources, Profile};
-use oi_coordinator::cluster::schedule::{self, HypervisorInfo, Request, Snapshot, Usage};
+use oi_coordinator::cluster::schedule::{self, HypervisorInfo, Request, Snapshot};
 use oi_proto::model::{Component, Container, HostPort, Placement, PortRange, Protocol, Role};
 use std::time::{Duration, Instant};
 
@@ -84,10 +84,7 @@ fn fleet(n: usize, prefill: usize) -> (Vec<HypervisorInfo>, Vec<(String, Placeme
 /// `from_placements` would find).
 fn occupy(snapshot: &mut Snapshot, cluster: &str, a: &Allocation, req: &Request) {
     for s in &a.replicas {
-        let u = snapshot
-            .usage
-            .entry(s.hypervisor.clone())
-            .or_insert_with(Usage::default);
+        let u = snapshot.usage.entry(s.hypervisor.clone()).or_default();
         u.cpu_millis += req.replica.cpu_millis;
         u.memory_bytes += req.replica.memory_bytes;
         u.ports.extend(s.ports.all());
@@ -96,7 +93,7 @@ fn occupy(snapshot: &mut Snapshot, cluster: &str, a: &Allocation, req: &Request)
     let u = snapshot
         .usage
         .entry(a.ingress.hypervisor.clone())
-        .or_insert_with(Usage::default);
+        .or_default();
     u.cpu_millis += req.ingress.cpu_millis;
     u.memory_bytes += req.ingress.memory_bytes;
     u.ports.insert(a.ingress.port);
