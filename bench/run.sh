@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Builds in release and runs the benchmarks, printing their figures.
 #
-#   bash bench/run.sh [fleet|agent|all]      (default: all)
+#   bash bench/run.sh [fleet|schedule|agent|density|all]      (default: all)
 #
 # Environment:
 #   OI_BENCH_AGENTS   fleet sizes to run, default "1000 10000"
 #   OI_BENCH_OUT      where JSON figures go, default /tmp/oi-bench-results
 #   OI_BENCH_FLEET_ARGS, OI_BENCH_AGENT_ARGS
 #                     extra flags for `oi-bench fleet` / `oi-bench agent-footprint`
+#   OI_BENCH_DENSITY_ARGS
+#                     flags for bench/density.sh (e.g. "--profile dense");
+#                     `all` runs density with the default and the dense profile
 #   OI_BED_DIR        test bed dir for the agent benchmark, default
 #                     /tmp/oi-bed-bench (never the shared default bed)
 # See bench/README.md for what is measured and the recorded results.
@@ -19,8 +22,8 @@ OUT=${OI_BENCH_OUT:-/tmp/oi-bench-results}
 mkdir -p "$OUT"
 
 case $WHAT in
-fleet | agent | all) ;;
-*) echo "usage: bash bench/run.sh [fleet|agent|all]" >&2; exit 2 ;;
+fleet | schedule | agent | density | all) ;;
+*) echo "usage: bash bench/run.sh [fleet|schedule|agent|density|all]" >&2; exit 2 ;;
 esac
 
 cd "$ROOT"
@@ -66,8 +69,19 @@ run_agent() {
 		--json "$OUT/agent-footprint.json" ${OI_BENCH_AGENT_ARGS:-}
 }
 
+run_schedule() {
+	"$BIN/oi-bench" schedule
+}
+
+run_density() {
+	# shellcheck disable=SC2086
+	bash "$HERE/density.sh" ${1:-${OI_BENCH_DENSITY_ARGS:-}}
+}
+
 case $WHAT in
 fleet) run_fleet ;;
+schedule) run_schedule ;;
 agent) run_agent ;;
-all) run_fleet; run_agent ;;
+density) run_density ;;
+all) run_schedule; run_fleet; run_agent; run_density "--profile default"; run_density "--profile dense" ;;
 esac
