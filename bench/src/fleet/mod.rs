@@ -44,8 +44,8 @@ pub struct FleetArgs {
     /// Skip the kill -9 / restart reconnect storm.
     #[arg(long)]
     pub no_storm: bool,
-    /// Join/accept rate limit handed to the coordinator (hook: the
-    /// coordinator has none yet, so this is refused for now).
+    /// Link handshakes the coordinator accepts per second
+    /// (`link_accept_rate`); the excess is refused at once and retries.
     #[arg(long)]
     pub accept_rate: Option<u32>,
     /// Experiment: set the coordinator link socket's buffers to this many
