@@ -138,7 +138,7 @@ else
 	check "oneinfra-coordinator files" expect "$debs/coordinator.deb" \
 		usr/bin/oi-coordinator usr/lib/systemd/system/oi-coordinator.service \
 		usr/lib/sysusers.d/oneinfra.conf usr/lib/tmpfiles.d/oi-coordinator.conf \
-		etc/oneinfra/coordinator.toml usr/share/doc/oneinfra-coordinator/copyright
+		usr/lib/sysctl.d/60-oi-coordinator.conf etc/oneinfra/coordinator.toml usr/share/doc/oneinfra-coordinator/copyright
 	check "oneinfra-cli files" expect "$debs/cli.deb" usr/bin/oi usr/share/doc/oneinfra-cli/copyright
 	field() { dpkg-deb -f "$1" "$2"; }
 	check "package names" test "$(field "$debs/agent.deb" Package) $(field "$debs/coordinator.deb" Package) $(field "$debs/cli.deb" Package)" = \

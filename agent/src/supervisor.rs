@@ -256,8 +256,25 @@ impl<R: Runtime> Supervisor<R> {
     }
 }
 
-/// Probes one container every period; records a result only when it
-/// changes, so a steady state sends no status updates.
+/// How often a container that has not passed its probe yet is probed
+/// (when its period is longer): a starting API server is seen ready within
+/// a second, not up to a whole period later. Like kubelet's startup probes,
+/// but with no separate spec: the first success switches to the period.
+const STARTUP_PROBE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The wait before the next probe: the startup period until the first
+/// success, then the spec's period.
+fn next_probe_delay(period: Duration, ever_passed: bool) -> Duration {
+    if ever_passed {
+        period
+    } else {
+        period.min(STARTUP_PROBE_PERIOD)
+    }
+}
+
+/// Probes one container every period (more often until it first passes,
+/// see [`STARTUP_PROBE_PERIOD`]); records a result only when it changes, so
+/// a steady state sends no status updates.
 async fn probe_loop(
     key: ProbeKey,
     spec_hash: String,
@@ -269,9 +286,11 @@ async fn probe_loop(
     let period = Duration::from_millis(p.period_ms.max(200).into());
     let threshold = p.failure_threshold.max(1);
     let mut failures_in_a_row = 0u32;
+    let mut ever_passed = false;
     loop {
         let r = probe::run(&p).await;
         if r.ok {
+            ever_passed = true;
             failures_in_a_row = 0;
         } else {
             failures_in_a_row += 1;
@@ -303,6 +322,35 @@ async fn probe_loop(
         if notify {
             changed.notify_one();
         }
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(next_probe_delay(period, ever_passed)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_run_every_second_until_the_first_pass_then_every_period() {
+        let s = Duration::from_secs;
+        let cases = [
+            // (period, ever passed, next delay)
+            (s(5), false, s(1)),
+            (s(5), true, s(5)),
+            (
+                Duration::from_millis(200),
+                false,
+                Duration::from_millis(200),
+            ),
+            (Duration::from_millis(200), true, Duration::from_millis(200)),
+            (s(1), false, s(1)),
+        ];
+        for (period, passed, want) in cases {
+            assert_eq!(
+                next_probe_delay(period, passed),
+                want,
+                "{period:?} {passed}"
+            );
+        }
     }
 }

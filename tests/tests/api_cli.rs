@@ -50,6 +50,20 @@ fn component(cluster: &str, id: &str, phase: Phase) -> ComponentView {
     }
 }
 
+fn replicas(status: bool) -> Condition {
+    Condition {
+        kind: "Replicas".into(),
+        status,
+        reason: if status {
+            "AsDeclared"
+        } else {
+            "Reconfiguring"
+        }
+        .into(),
+        message: String::new(),
+    }
+}
+
 fn scheduled(status: bool) -> Condition {
     Condition {
         kind: "Scheduled".into(),
@@ -88,7 +102,11 @@ fn at_step(spec: ClusterSpec, step: u32) -> ClusterView {
         status: ClusterStatus {
             phase,
             endpoint: endpoint.into(),
-            conditions: vec![scheduled(step > 0)],
+            conditions: if step == 0 {
+                vec![scheduled(false)]
+            } else {
+                vec![scheduled(true), replicas(step >= 3)]
+            },
             components,
         },
     }
@@ -141,7 +159,11 @@ impl Operations for Fake {
             Some((v, _)) if v.spec == spec => ApplyOutcome::Unchanged,
             Some(_) => ApplyOutcome::Updated,
         };
-        let step = clusters.get(&spec.name).map_or(0, |(_, s)| *s);
+        // An update (a scale) goes back through reconfiguring.
+        let step = match (outcome, clusters.get(&spec.name)) {
+            (ApplyOutcome::Updated, _) => 1,
+            (_, found) => found.map_or(0, |(_, s)| *s),
+        };
         let view = at_step(spec.clone(), step);
         clusters.insert(spec.name.clone(), (view.clone(), step));
         Ok((view, outcome))
@@ -692,6 +714,57 @@ async fn apply_creates_updates_and_keeps() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_changes_replicas_and_waits_for_them() {
+    let api = Api::start().await;
+    api.oi(&["cluster", "create", "s", "--kubernetes-version", VERSION])
+        .await
+        .ok();
+    let run = api
+        .oi(&[
+            "cluster",
+            "scale",
+            "s",
+            "--replicas",
+            "3",
+            "--wait",
+            "--timeout",
+            "20s",
+        ])
+        .await;
+    let out = run.ok();
+    assert!(
+        out.starts_with("cluster/s updated (3 replica(s))\n"),
+        "{out}"
+    );
+    assert!(out.contains("  Replicas: False (Reconfiguring)\n"), "{out}");
+    assert!(
+        out.ends_with(
+            "cluster s: ready\n  Replicas: True (AsDeclared)\n  \
+             apiserver-0 on hv-private-1: running, ready\ncluster s runs 3 replica(s)\n"
+        ),
+        "{out}"
+    );
+    let s = json(api.oi(&["cluster", "get", "s", "-o", "json"]).await.ok());
+    assert_eq!(s["spec"]["replicas"], 3);
+    assert_eq!(s["spec"]["kubernetesVersion"], VERSION);
+    // The same count again changes nothing.
+    assert_eq!(
+        api.oi(&["cluster", "scale", "s", "--replicas", "3"])
+            .await
+            .ok(),
+        "cluster/s unchanged (3 replica(s))\n"
+    );
+    api.oi(&["cluster", "scale", "nope", "--replicas", "3"])
+        .await
+        .fails(3, "not found");
+    api.oi(&["cluster", "scale", "s", "--replicas", "9"])
+        .await
+        .fails(5, "replicas");
+    let s = json(api.oi(&["cluster", "get", "s", "-o", "json"]).await.ok());
+    assert_eq!(s["spec"]["replicas"], 3, "a refused scale changes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_shows_progress_until_ready() {
     let api = Api::start().await;
     let run = api
@@ -712,9 +785,11 @@ cluster w: pending
   Scheduled: False (Waiting)
 cluster w: provisioning
   Scheduled: True (Placed)
+  Replicas: False (Reconfiguring)
   etcd-0 on hv-private-1: pending
   etcd-0 on hv-private-1: running, ready
 cluster w: ready
+  Replicas: True (AsDeclared)
   apiserver-0 on hv-private-1: running, ready
 cluster w is ready at https://192.0.2.10:30000
 next: oi cluster kubeconfig w > w.kubeconfig

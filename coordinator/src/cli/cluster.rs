@@ -72,6 +72,53 @@ async fn wait_ready(
     }
 }
 
+pub async fn scale(ctx: &mut Ctx<'_>, name: &str, replicas: u32, w: WaitArgs) -> CliResult {
+    let conn = ctx.connect().await?;
+    let mut client = conn.clusters();
+    let current = client
+        .get(pb::ClusterRef { name: name.into() })
+        .await?
+        .into_inner();
+    let mut spec = to_view(current)?.spec;
+    spec.replicas = replicas;
+    let reply = client
+        .apply(pb::ClusterSpec::from(spec))
+        .await?
+        .into_inner();
+    let outcome = outcome_from_str(&reply.outcome)?;
+    ctx.out(&format!(
+        "cluster/{name} {} ({replicas} replica(s))\n",
+        crate::api::convert::outcome_str(outcome)
+    ))?;
+    if !w.wait {
+        return Ok(());
+    }
+    let what = format!("cluster {name} to run {replicas} replica(s)");
+    let n = name.to_string();
+    let found = poll(
+        ctx.io.stdout,
+        &what,
+        ctx.poll,
+        w.timeout,
+        || look(client.clone(), n.clone()),
+        |l| (is_ready(l) && replicas_as_declared(l)) || matches!(l, Look::Gone),
+    )
+    .await?;
+    match found {
+        Look::Cluster(_) => ctx.out(&format!("cluster {name} runs {replicas} replica(s)\n")),
+        Look::Gone => Err(CliError::new(
+            Exit::NotFound,
+            format!("cluster {name:?} was deleted while waiting for it"),
+        )),
+    }
+}
+
+/// The Replicas condition holds: as many replicas as declared, none
+/// joining or leaving.
+fn replicas_as_declared(l: &Look) -> bool {
+    matches!(l, Look::Cluster(v) if v.status.conditions.iter().any(|c| c.kind == "Replicas" && c.status))
+}
+
 pub async fn list(ctx: &mut Ctx<'_>, format: Format) -> CliResult {
     let conn = ctx.connect().await?;
     let list = conn

@@ -112,6 +112,16 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Change the number of control-plane replicas: etcd members join or
+    /// leave one at a time (the same as `oi apply` with another `replicas`).
+    Scale {
+        name: String,
+        /// The new count (1-7; odd numbers keep etcd quorum).
+        #[arg(long)]
+        replicas: u32,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Print an admin kubeconfig for the cluster (a fresh certificate).
     Kubeconfig {
         name: String,
@@ -310,6 +320,11 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
         Command::Cluster(ClusterCmd::Delete { name, wait }) => {
             cluster::delete(ctx, &name, wait).await
         }
+        Command::Cluster(ClusterCmd::Scale {
+            name,
+            replicas,
+            wait,
+        }) => cluster::scale(ctx, &name, replicas, wait).await,
         Command::Cluster(ClusterCmd::Kubeconfig { name, file }) => {
             cluster::kubeconfig(ctx, &name, file.as_deref()).await
         }
