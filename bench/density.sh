@@ -33,6 +33,9 @@ export OI_BED_DIR=/tmp/oi-bed-density OI_BED_SUBNET=10.215.0 OI_BED_BRIDGE=oibr-
   OI_BED_NETNS_PREFIX=oid- OI_COORDINATOR_PORT=7643 OI_API_PORT=7644 OI_METRICS_PORT=9641 \
   OI_BED_PRIVATE=1 OI_BED_CLUSTER="" OI_COORD_PROFILE=$PROFILE OI_AGENT_CPU_MILLIS=64000 \
   OI_PROFILE=release
+# `oi --wait` looks every 100 ms, so the figures are not rounded up to its
+# default 500 ms poll.
+export OI_POLL_INTERVAL_MS=100
 OI="$ROOT/target/release/oi"
 export OI_CONFIG=$OI_BED_DIR/coordinator/data/admin.conf
 HV=hv-private-1

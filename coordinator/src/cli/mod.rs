@@ -56,7 +56,7 @@ pub struct Cli {
         global = true,
         hide = true,
         env = "OI_POLL_INTERVAL_MS",
-        default_value_t = 1000
+        default_value_t = 500
     )]
     pub poll_interval_ms: u64,
     #[command(subcommand)]
