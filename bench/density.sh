@@ -3,28 +3,33 @@
 # (Kubernetes 1.20.2 built from Debian's source, etcd and haproxy from
 # Debian) on ONE private hypervisor of the test bed, created through `oi`.
 #
-#   bash bench/density.sh [--profile default|dense] [--sequential N] [--parallel M] [--idle SECONDS]
+#   bash bench/density.sh [--profile default|dense] [--sequential N] [--parallel M]
+#                         [--settle SECONDS] [--idle SECONDS]
 #
 # Prints, per profile:
 #   * create-to-ready (`oi cluster create --wait`, i.e. until /readyz answers
 #     through the ingress) p50/p99, for N clusters one after the other and
 #     for M clusters created at once;
 #   * per control plane (etcd + apiserver + controller-manager + scheduler,
-#     with their sandbox): PSS and RSS, and idle CPU over SECONDS;
+#     with their sandbox): PSS and RSS, and idle CPU over --idle SECONDS,
+#     starting --settle SECONDS after the last cluster became ready (a
+#     controller-manager's start-up work goes on for a while after /readyz);
+#   * the same per component kind;
 #   * the projected number of control planes per 24 GiB.
 # The hypervisor advertises 64 CPUs so that CPU requests never stop the
 # packing: the point is what the components really use. Uses its own bed
 # (directory, bridge, subnet, ports) and removes it at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PROFILE=default SEQ=10 PAR=10 IDLE=60
+PROFILE=default SEQ=10 PAR=10 IDLE=60 SETTLE=60
 while [ $# -gt 0 ]; do
   case $1 in
   --profile) PROFILE=$2; shift 2 ;;
   --sequential) SEQ=$2; shift 2 ;;
   --parallel) PAR=$2; shift 2 ;;
   --idle) IDLE=$2; shift 2 ;;
-  *) echo "usage: $0 [--profile default|dense] [--sequential N] [--parallel M] [--idle SECONDS]" >&2; exit 2 ;;
+  --settle) SETTLE=$2; shift 2 ;;
+  *) echo "usage: $0 [--profile default|dense] [--sequential N] [--parallel M] [--settle SECONDS] [--idle SECONDS]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "density: needs root (containerd, network namespaces)" >&2; exit 1; }
@@ -66,10 +71,11 @@ for i in $(seq 1 "$SEQ"); do create "seq-$i" >>"$WORK/seq.times"; done
 echo "==> $PAR clusters at once"
 for i in $(seq 1 "$PAR"); do create "par-$i" >"$WORK/par-$i.time" & done
 wait
-cat "$WORK"/par-*.time >"$WORK/par.times"
+: >"$WORK/par.times"
+for f in "$WORK"/par-*.time; do if [ -e "$f" ]; then cat "$f" >>"$WORK/par.times"; fi; done
 
-echo "==> idle for ${IDLE}s, then measuring every control plane"
-sleep 10
+echo "==> settling for ${SETTLE}s, then measuring every control plane over ${IDLE}s"
+sleep "$SETTLE"
 # pid -> cluster, for every task of ours on the private hypervisor
 ctr --address "$SOCK" -n k8s.io tasks ls | awk 'NR > 1 && $3 == "RUNNING" {print $1, $2}' >"$WORK/tasks"
 : >"$WORK/pids"
@@ -78,7 +84,7 @@ while read -r id pid; do
     sed -n 's/.*"oneinfra.io\/component": "\([^"]*\)".*/\1/p' | head -n 1)
   [ -n "$comp" ] || continue
   # the task and its children (haproxy workers and the like)
-  for p in $pid $(pgrep -P "$pid" || true); do echo "${comp%%/*} $p" >>"$WORK/pids"; done
+  for p in $pid $(pgrep -P "$pid" || true); do echo "$comp $p" >>"$WORK/pids"; done
 done <"$WORK/tasks"
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 while read -r c p; do echo "$c $p $(ticks "$p")"; done <"$WORK/pids" >"$WORK/cpu0"
@@ -89,7 +95,14 @@ while read -r c p t0; do
   pss=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
   rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
   echo "$c $pss $rss $((t1 - t0))"
-done <"$WORK/cpu0" | awk -v hz="$hz" -v idle="$IDLE" '
+done <"$WORK/cpu0" >"$WORK/per-task"
+# per component kind: "seq-1/apiserver-0" -> apiserver
+awk -v hz="$hz" -v idle="$IDLE" '
+  {k = $1; sub(/^[^\/]*\//, "", k); sub(/-[0-9]+$/, "", k)
+   pss[k] += $2; cpu[k] += $4; if (!(($1) in seen)) {seen[$1] = 1; n[k]++}}
+  END {for (k in pss) printf "%s %.1f %.1f\n", k, pss[k] / 1024 / n[k], cpu[k] * 1000 / hz / idle / n[k]}' \
+  "$WORK/per-task" | sort >"$WORK/per-kind"
+awk '{k = $1; sub(/\/.*/, "", k); print k, $2, $3, $4}' "$WORK/per-task" | awk -v hz="$hz" -v idle="$IDLE" '
   {pss[$1] += $2; rss[$1] += $3; cpu[$1] += $4}
   END {for (c in pss) printf "%s %.1f %.1f %.1f\n", c, pss[c] / 1024, rss[c] / 1024, cpu[c] * 1000 / hz / idle}' |
   sort >"$WORK/per-cluster"
@@ -107,9 +120,11 @@ density, profile $PROFILE, Kubernetes 1.20.2, one private hypervisor ($(nproc) c
   create-to-ready, sequential    p50 $(pct 50 <"$WORK/seq.times") s   p99 $(pct 99 <"$WORK/seq.times") s   (n=$SEQ)
   create-to-ready, $PAR at once    p50 $(pct 50 <"$WORK/par.times") s   p99 $(pct 99 <"$WORK/par.times") s
   PSS per control plane          mean $pss_mean MiB   p99 $pss_p99 MiB   (RSS mean $rss_mean MiB)
-  idle CPU per control plane     mean $cpu_mean mCPU over ${IDLE}s
+  idle CPU per control plane     mean $cpu_mean mCPU over ${IDLE}s, ${SETTLE}s after the last was ready
   projected per 24 GiB           $(awk -v m="$pss_mean" 'BEGIN {printf "%d", 24 * 1024 / m}') control planes (by PSS)
   host MemAvailable after        $host_avail GiB
 TXT
+echo "per component, mean over control planes (kind PSS-MiB mCPU):"
+column -t "$WORK/per-kind"
 echo "per cluster (name PSS-MiB RSS-MiB mCPU):"
 column -t "$WORK/per-cluster"

@@ -25,6 +25,11 @@ const DENSE_QUOTA_BACKEND_BYTES: u64 = 512 * 1024 * 1024;
 /// for Dense.
 const SNAPSHOT_COUNT: u32 = 10_000;
 const DENSE_SNAPSHOT_COUNT: u32 = 2_500;
+/// Dense profile: raft ticks every 250 ms instead of 100 (every member
+/// wakes up on each tick, even alone); the election timeout keeps etcd's
+/// 10 ticks, so a lost leader is replaced within ~2.5 s instead of ~1 s.
+const DENSE_HEARTBEAT_MS: u32 = 250;
+const DENSE_ELECTION_TIMEOUT_MS: u32 = 2_500;
 
 pub fn peer_url(address: &str, port: u16) -> String {
     format!("https://{}", host_port(address, port))
@@ -138,7 +143,9 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
         .set("snapshot-count", SNAPSHOT_COUNT);
     if ctx.profile() == super::Profile::Dense {
         f.set("quota-backend-bytes", DENSE_QUOTA_BACKEND_BYTES)
-            .set("snapshot-count", DENSE_SNAPSHOT_COUNT);
+            .set("snapshot-count", DENSE_SNAPSHOT_COUNT)
+            .set("heartbeat-interval", DENSE_HEARTBEAT_MS)
+            .set("election-timeout", DENSE_ELECTION_TIMEOUT_MS);
     }
     f.extend(&ctx.flags().etcd);
 

@@ -52,10 +52,14 @@ pub(super) fn config(ctx: &Ctx<'_>) -> String {
     line("  balance roundrobin");
     line("  option httpchk GET /readyz");
     line("  http-check expect status 200");
-    // A check's TLS handshake may take seconds on a busy hypervisor (the
-    // check's connect timeout is `inter`): 5 s between checks, 2 s while a
-    // server changes state, so a dead apiserver is out within ~10 s.
-    line("  default-server inter 5s fastinter 2s fall 3 rise 2");
+    // An up server is checked every 5 s (a check's TLS handshake may take
+    // seconds on a busy hypervisor; its connect timeout is `inter`), every
+    // second while it changes state, so a dead apiserver is out within
+    // ~7 s. A down one is checked every second and is back after one
+    // passing `/readyz`: haproxy marks every server down at its first
+    // failed check, so `inter` there would add up to 5 s (and `rise 2`
+    // another interval) to every new control plane's create-to-ready.
+    line("  default-server inter 5s fastinter 1s downinter 1s fall 3 rise 1");
     for slot in &ctx.slots {
         line(&format!(
             "  server replica-{} {} check check-ssl verify none",

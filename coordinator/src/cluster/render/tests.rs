@@ -509,12 +509,28 @@ fn dense_profile_is_smaller() {
     };
     assert!(env(&def, "c1/kube-apiserver-0").is_empty());
     let dense_env = env(&dense, "c1/kube-apiserver-0");
-    assert!(dense_env.contains(&"GOGC=50".to_string()), "{dense_env:?}");
+    assert!(dense_env.contains(&"GOGC=30".to_string()), "{dense_env:?}");
+    let etcd_env = env(&dense, "c1/etcd-0");
+    assert!(etcd_env.contains(&"GOGC=50".to_string()), "{etcd_env:?}");
     assert!(dense_env.iter().any(|e| e.starts_with("GOMEMLIMIT=")));
     assert_eq!(flag(find(&def, "c1/kube-apiserver-0"), "watch-cache"), None);
     assert_eq!(
         flag(find(&dense, "c1/kube-apiserver-0"), "watch-cache"),
         Some("false")
+    );
+    assert_eq!(
+        flag(
+            find(&dense, "c1/kube-apiserver-0"),
+            "etcd-count-metric-poll-period"
+        ),
+        Some("0")
+    );
+    assert_eq!(
+        flag(
+            find(&def, "c1/kube-apiserver-0"),
+            "etcd-count-metric-poll-period"
+        ),
+        None
     );
     assert_eq!(
         flag(find(&def, "c1/etcd-0"), "snapshot-count"),
@@ -525,6 +541,10 @@ fn dense_profile_is_smaller() {
         Some("2500")
     );
     assert!(flag(find(&dense, "c1/etcd-0"), "quota-backend-bytes").is_some());
+    for (name, dense_value) in [("heartbeat-interval", "250"), ("election-timeout", "2500")] {
+        assert_eq!(flag(find(&def, "c1/etcd-0"), name), None);
+        assert_eq!(flag(find(&dense, "c1/etcd-0"), name), Some(dense_value));
+    }
     // The soft memory limit sits above the request.
     for kind in [
         Kind::Etcd,
@@ -533,7 +553,7 @@ fn dense_profile_is_smaller() {
         Kind::Scheduler,
     ] {
         let s = sizing(kind, Profile::Dense);
-        assert!(s.gomemlimit_mib.unwrap() > s.memory_mib, "{kind:?}");
+        assert!(s.go.unwrap().gomemlimit_mib > s.memory_mib, "{kind:?}");
     }
 }
 
@@ -550,6 +570,9 @@ fn haproxy_balances_over_every_apiserver() {
         "  option httpchk GET /readyz",
         "  http-check expect status 200",
         "  timeout tunnel 1h",
+        // a down apiserver is looked at every second and back at its
+        // first pass: a new control plane is reachable as soon as ready
+        "  default-server inter 5s fastinter 1s downinter 1s fall 3 rise 1",
     ] {
         assert!(text.lines().any(|l| l == want), "{want} in\n{text}");
     }
