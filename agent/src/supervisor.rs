@@ -24,7 +24,9 @@ pub struct Supervisor<R> {
     resync: Duration,
     failures: HashMap<String, Failure>,
     probes: ProbeTable,
-    probe_tasks: HashMap<ProbeKey, (String, AbortHandle)>,
+    /// Per probed container: the pod hash and the container's attempt it
+    /// probes, and its task.
+    probe_tasks: HashMap<ProbeKey, (String, u32, AbortHandle)>,
     probe_changed: Arc<Notify>,
 }
 
@@ -73,7 +75,7 @@ impl<R: Runtime> Supervisor<R> {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        for (_, (_, task)) in self.probe_tasks.drain() {
+        for (_, (_, _, task)) in self.probe_tasks.drain() {
             task.abort();
         }
         tracing::info!("supervisor stopped; containers keep running");
@@ -208,9 +210,11 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     /// One prober per running container that has a probe; probers of
-    /// containers that are gone or changed stop.
+    /// containers that are gone, changed or restarted stop. A restarted
+    /// container (a new attempt) gets a new prober, so it is unready until
+    /// it passes again and is probed every second until then.
     fn sync_probes(&mut self, desired: &Placement, observed: &[ObservedPod]) {
-        let mut want: HashMap<ProbeKey, (String, Probe)> = HashMap::new();
+        let mut want: HashMap<ProbeKey, (String, u32, Probe)> = HashMap::new();
         for pod in observed {
             let Some(c) = desired.components.get(&pod.component_id) else {
                 continue;
@@ -223,24 +227,34 @@ impl<R: Runtime> Supervisor<R> {
                 let running = pod
                     .containers
                     .iter()
-                    .any(|o| o.name == k.name && o.state == ContainerState::Running);
-                if let (true, Some(p)) = (running, &k.probe) {
-                    want.insert((c.id.clone(), k.name.clone()), (hash.clone(), p.clone()));
+                    .find(|o| o.name == k.name && o.state == ContainerState::Running);
+                if let (Some(o), Some(p)) = (running, &k.probe) {
+                    want.insert(
+                        (c.id.clone(), k.name.clone()),
+                        (hash.clone(), o.attempt, p.clone()),
+                    );
                 }
             }
         }
-        self.probe_tasks.retain(|key, (hash, task)| {
-            let keep = want.get(key).is_some_and(|(h, _)| h == hash);
+        let mut stopped = Vec::new();
+        self.probe_tasks.retain(|key, (hash, attempt, task)| {
+            let keep = want
+                .get(key)
+                .is_some_and(|(h, a, _)| h == hash && a == attempt);
             if !keep {
                 task.abort();
+                stopped.push(key.clone());
             }
             keep
         });
         {
             let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-            table.retain(|key, view| want.get(key).is_some_and(|(h, _)| *h == view.spec_hash));
+            for key in &stopped {
+                table.remove(key);
+            }
+            table.retain(|key, view| want.get(key).is_some_and(|(h, _, _)| *h == view.spec_hash));
         }
-        for (key, (hash, p)) in want {
+        for (key, (hash, attempt, p)) in want {
             if self.probe_tasks.contains_key(&key) {
                 continue;
             }
@@ -251,7 +265,8 @@ impl<R: Runtime> Supervisor<R> {
                 self.probes.clone(),
                 self.probe_changed.clone(),
             ));
-            self.probe_tasks.insert(key, (hash, task.abort_handle()));
+            self.probe_tasks
+                .insert(key, (hash, attempt, task.abort_handle()));
         }
     }
 }

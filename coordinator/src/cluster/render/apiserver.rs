@@ -116,7 +116,12 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                 mounts: vec![k8s_mount()],
                 ports: vec![tcp("https", slot.ports.apiserver)],
                 resources: size.resources(),
-                probe: Some(probe(Scheme::Https, slot.ports.apiserver, "/readyz")),
+                probe: Some(probe(
+                    ctx.profile(),
+                    Scheme::Https,
+                    slot.ports.apiserver,
+                    "/readyz",
+                )),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

@@ -91,6 +91,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                 ports: vec![tcp("https", slot.ports.controller_manager)],
                 resources: size.resources(),
                 probe: Some(probe(
+                    ctx.profile(),
                     Scheme::Https,
                     slot.ports.controller_manager,
                     "/healthz",

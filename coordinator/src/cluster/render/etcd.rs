@@ -174,7 +174,12 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                     tcp("metrics", ports.etcd_metrics),
                 ],
                 resources: size.resources(),
-                probe: Some(probe(Scheme::Http, ports.etcd_metrics, "/health")),
+                probe: Some(probe(
+                    ctx.profile(),
+                    Scheme::Http,
+                    ports.etcd_metrics,
+                    "/health",
+                )),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

@@ -100,7 +100,7 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Component {
                 ports: vec![tcp("https", ingress.port)],
                 resources: size.resources(),
                 // Ready when the API answers through the ingress itself.
-                probe: Some(probe(Scheme::Https, ingress.port, "/readyz")),
+                probe: Some(probe(ctx.profile(), Scheme::Https, ingress.port, "/readyz")),
                 // The upstream image runs as `haproxy`, but the component
                 // directory is root's (0700).
                 run_as_user: ROOT,

@@ -39,7 +39,12 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                 mounts: vec![k8s_mount()],
                 ports: vec![tcp("https", slot.ports.scheduler)],
                 resources: size.resources(),
-                probe: Some(probe(Scheme::Https, slot.ports.scheduler, "/healthz")),
+                probe: Some(probe(
+                    ctx.profile(),
+                    Scheme::Https,
+                    slot.ports.scheduler,
+                    "/healthz",
+                )),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

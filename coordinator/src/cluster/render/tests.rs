@@ -541,6 +541,11 @@ fn dense_profile_is_smaller() {
         Some("2500")
     );
     assert!(flag(find(&dense, "c1/etcd-0"), "quota-backend-bytes").is_some());
+    let period = |placed: &[Placed], id: &str| find(placed, id).probe.as_ref().unwrap().period_ms;
+    for id in ["c1/etcd-0", "c1/kube-apiserver-0", "c1/ingress"] {
+        assert_eq!((id, period(&def, id)), (id, 5_000));
+        assert_eq!((id, period(&dense, id)), (id, 10_000));
+    }
     for (name, dense_value) in [("heartbeat-interval", "250"), ("election-timeout", "2500")] {
         assert_eq!(flag(find(&def, "c1/etcd-0"), name), None);
         assert_eq!(flag(find(&dense, "c1/etcd-0"), name), Some(dense_value));
