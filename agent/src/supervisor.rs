@@ -236,24 +236,20 @@ impl<R: Runtime> Supervisor<R> {
                 }
             }
         }
-        let mut stopped = Vec::new();
         self.probe_tasks.retain(|key, (hash, attempt, task)| {
             let keep = want
                 .get(key)
                 .is_some_and(|(h, a, _)| h == hash && a == attempt);
             if !keep {
                 task.abort();
-                stopped.push(key.clone());
             }
             keep
         });
-        {
-            let mut table = self.probes.lock().unwrap_or_else(|e| e.into_inner());
-            for key in &stopped {
-                table.remove(key);
-            }
-            table.retain(|key, view| want.get(key).is_some_and(|(h, _, _)| *h == view.spec_hash));
-        }
+        // A result stands only while the prober that wrote it runs.
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| self.probe_tasks.contains_key(key));
         for (key, (hash, attempt, p)) in want {
             if self.probe_tasks.contains_key(&key) {
                 continue;

@@ -138,6 +138,9 @@ pub fn measure(n: usize, seconds: f64, prefill: usize) -> Result<Figures> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
+    if lat.is_empty() {
+        anyhow::bail!("a fleet of {n} has no room for one cluster: lower --prefill");
+    }
     lat.sort();
     let p99 = lat[(lat.len() * 99 / 100).min(lat.len() - 1)];
     Ok(Figures {

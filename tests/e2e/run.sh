@@ -181,8 +181,12 @@ ok "replica 0 untouched, data kept"
 [ "$(backends)" = 3 ] || fail "beta's ingress has $(backends) backends, want 3"
 [ "$(beta_ingress)" = "$ingress_before" ] || fail "beta's ingress was replaced instead of reloaded"
 ok "the ingress reloaded in place with 3 backends"
-printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 1\n' >"$WORK/beta.yaml"
-"$OI" apply -f "$WORK/beta.yaml" >/dev/null
+# down with `oi cluster scale --wait` (up was `oi apply`): it returns once
+# the Replicas condition holds
+"$OI" cluster scale beta --replicas 1 --wait --timeout 3m >"$WORK/beta.scale" ||
+  { cat "$WORK/beta.scale" >&2; fail "oi cluster scale beta --replicas 1 --wait"; }
+tail -n 1 "$WORK/beta.scale" | grep -qx "cluster beta runs 1 replica(s)" ||
+  { cat "$WORK/beta.scale" >&2; fail "oi cluster scale did not report 1 replica"; }
 retry 120 beta_running 5 || { "$OI" component list --cluster beta >&2; fail "beta did not scale back to 1"; }
 retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after scaling down"
 kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data while scaling down"

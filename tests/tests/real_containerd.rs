@@ -385,6 +385,55 @@ async fn exited_containers_restart_with_backoff() {
     bed.cleanup(Some(agent)).await;
 }
 
+/// A container that crashed and was restarted is unready until its new
+/// attempt passes the probe: the previous attempt's result does not carry
+/// over, even with a probe period far longer than the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd: run tests/real/run.sh"]
+async fn a_restarted_container_is_unready_until_it_passes_again() {
+    let bed = Bed::new().await;
+    let c = bed.coord.coordinator.clone();
+    let mut agent = bed.agent().await;
+    let port = 31091;
+    // The first attempt serves /readyz for 3 s, then exits; later attempts
+    // (the marker is on a writable mount of the component) never serve.
+    let script = format!(
+        "if [ -e /state/served ]; then exec sleep 3600; fi; touch /state/served; \
+         /bin/busybox httpd -f -p 127.0.0.1:{port} -h /www & sleep 3; exit 1"
+    );
+    let mut comp = web("flaky", port);
+    let k = &mut comp.pod.containers[0];
+    k.command = vec!["/bin/sh".into(), "-c".into(), script];
+    k.mounts.push(Mount {
+        source: "state".into(),
+        container_path: "/state".into(),
+        read_only: false,
+    });
+    k.probe.as_mut().unwrap().period_ms = 600_000;
+    comp.pod.files.push(File {
+        path: "state/.keep".into(),
+        mode: 0o644,
+        content: vec![],
+    });
+    c.upsert_component("hv-real", comp).await.unwrap();
+    wait_for(&mut agent.status, "flaky ready on its first attempt", |s| {
+        status(s, "flaky")
+            .is_some_and(|c| c.ready && c.containers.first().is_some_and(|k| k.restart_count == 0))
+    })
+    .await;
+    let s = wait_for(&mut agent.status, "flaky restarted and unready", |s| {
+        status(s, "flaky").is_some_and(|c| {
+            c.phase == Phase::Running
+                && !c.ready
+                && c.containers.first().is_some_and(|k| k.restart_count >= 1)
+        })
+    })
+    .await;
+    let k = &status(&s, "flaky").unwrap().containers[0];
+    assert_eq!(k.last_exit_code, 1, "{k:?}");
+    bed.cleanup(Some(agent)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs containerd: run tests/real/run.sh"]
 async fn missing_image_is_reported_and_others_keep_running() {

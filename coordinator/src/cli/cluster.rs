@@ -43,6 +43,50 @@ pub async fn create(ctx: &mut Ctx<'_>, a: CreateArgs) -> CliResult {
     Ok(())
 }
 
+/// Polls cluster `name`, printing its progress, until `done` holds.
+async fn watch(
+    ctx: &mut Ctx<'_>,
+    client: &ClustersClient<Channel>,
+    name: &str,
+    what: &str,
+    timeout: std::time::Duration,
+    done: impl Fn(&Look) -> bool,
+) -> CliResult<Look> {
+    let n = name.to_string();
+    poll(
+        ctx.io.stdout,
+        what,
+        ctx.poll,
+        timeout,
+        || look(client.clone(), n.clone()),
+        done,
+    )
+    .await
+}
+
+/// Waits until `until` holds for cluster `name`; its deletion meanwhile
+/// is an error.
+async fn wait_until(
+    ctx: &mut Ctx<'_>,
+    client: &ClustersClient<Channel>,
+    name: &str,
+    what: &str,
+    w: WaitArgs,
+    until: impl Fn(&ClusterView) -> bool,
+) -> CliResult<Box<ClusterView>> {
+    let done = |l: &Look| match l {
+        Look::Cluster(v) => until(v),
+        Look::Gone => true,
+    };
+    match watch(ctx, client, name, what, w.timeout, done).await? {
+        Look::Cluster(v) => Ok(v),
+        Look::Gone => Err(CliError::new(
+            Exit::NotFound,
+            format!("cluster {name:?} was deleted while waiting for it"),
+        )),
+    }
+}
+
 async fn wait_ready(
     ctx: &mut Ctx<'_>,
     client: ClustersClient<Channel>,
@@ -50,26 +94,11 @@ async fn wait_ready(
     w: WaitArgs,
 ) -> CliResult {
     let what = format!("cluster {name} to be ready");
-    let n = name.to_string();
-    let found = poll(
-        ctx.io.stdout,
-        &what,
-        ctx.poll,
-        w.timeout,
-        || look(client.clone(), n.clone()),
-        |l| is_ready(l) || matches!(l, Look::Gone),
-    )
-    .await?;
-    match found {
-        Look::Cluster(v) => ctx.out(&format!(
-            "cluster {name} is ready at {}\nnext: oi cluster kubeconfig {name} > {name}.kubeconfig\n",
-            v.status.endpoint
-        )),
-        Look::Gone => Err(CliError::new(
-            Exit::NotFound,
-            format!("cluster {name:?} was deleted while waiting for it"),
-        )),
-    }
+    let v = wait_until(ctx, &client, name, &what, w, is_ready).await?;
+    ctx.out(&format!(
+        "cluster {name} is ready at {}\nnext: oi cluster kubeconfig {name} > {name}.kubeconfig\n",
+        v.status.endpoint
+    ))
 }
 
 pub async fn scale(ctx: &mut Ctx<'_>, name: &str, replicas: u32, w: WaitArgs) -> CliResult {
@@ -94,29 +123,20 @@ pub async fn scale(ctx: &mut Ctx<'_>, name: &str, replicas: u32, w: WaitArgs) ->
         return Ok(());
     }
     let what = format!("cluster {name} to run {replicas} replica(s)");
-    let n = name.to_string();
-    let found = poll(
-        ctx.io.stdout,
-        &what,
-        ctx.poll,
-        w.timeout,
-        || look(client.clone(), n.clone()),
-        |l| (is_ready(l) && replicas_as_declared(l)) || matches!(l, Look::Gone),
-    )
+    wait_until(ctx, &client, name, &what, w, |v| {
+        is_ready(v) && replicas_as_declared(v)
+    })
     .await?;
-    match found {
-        Look::Cluster(_) => ctx.out(&format!("cluster {name} runs {replicas} replica(s)\n")),
-        Look::Gone => Err(CliError::new(
-            Exit::NotFound,
-            format!("cluster {name:?} was deleted while waiting for it"),
-        )),
-    }
+    ctx.out(&format!("cluster {name} runs {replicas} replica(s)\n"))
 }
 
 /// The Replicas condition holds: as many replicas as declared, none
 /// joining or leaving.
-fn replicas_as_declared(l: &Look) -> bool {
-    matches!(l, Look::Cluster(v) if v.status.conditions.iter().any(|c| c.kind == "Replicas" && c.status))
+fn replicas_as_declared(v: &ClusterView) -> bool {
+    v.status
+        .conditions
+        .iter()
+        .any(|c| c.kind == "Replicas" && c.status)
 }
 
 pub async fn list(ctx: &mut Ctx<'_>, format: Format) -> CliResult {
@@ -242,15 +262,9 @@ pub async fn delete(ctx: &mut Ctx<'_>, name: &str, w: WaitArgs) -> CliResult {
         .await?;
     if w.wait {
         let what = format!("cluster {name} to be gone");
-        let n = name.to_string();
-        poll(
-            ctx.io.stdout,
-            &what,
-            ctx.poll,
-            w.timeout,
-            || look(client.clone(), n.clone()),
-            |l| matches!(l, Look::Gone),
-        )
+        watch(ctx, &client, name, &what, w.timeout, |l| {
+            matches!(l, Look::Gone)
+        })
         .await?;
     }
     ctx.out(&format!("cluster/{name} deleted\n"))

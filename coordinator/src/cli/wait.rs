@@ -154,8 +154,8 @@ where
     }
 }
 
-pub fn is_ready(l: &Look) -> bool {
-    matches!(l, Look::Cluster(v) if v.status.phase == ClusterPhase::Ready)
+pub fn is_ready(v: &ClusterView) -> bool {
+    v.status.phase == ClusterPhase::Ready
 }
 
 pub fn humanize(d: Duration) -> String {

@@ -317,31 +317,7 @@ impl<'a> Fleet<'a> {
 
     /// Why `h` cannot take a new piece needing `r` and `ports` host ports.
     fn unfit(&self, h: &HypervisorInfo, r: Resources, ports: usize) -> Option<String> {
-        let state = match (h.cordoned, h.connected) {
-            (false, true) => None,
-            (true, true) => Some("is cordoned"),
-            (false, false) => Some("is disconnected"),
-            (true, false) => Some("is cordoned and disconnected"),
-        };
-        if let Some(state) = state {
-            return Some(format!("{} {state}", h.name));
-        }
-        let u = self.usage(h);
-        let free_mem = h.memory_bytes.saturating_sub(u.memory_bytes);
-        let free_cpu = h.cpu_millis.saturating_sub(u.cpu_millis);
-        let used_ports = u.ports.iter().filter(|p| h.host_ports.contains(**p));
-        let free_ports = h.host_ports.len() as usize - used_ports.count();
-        let mut short = Vec::new();
-        if free_mem < r.memory_bytes {
-            short.push(format!("{} memory", mib(free_mem)));
-        }
-        if free_cpu < r.cpu_millis {
-            short.push(format!("{free_cpu}m CPU"));
-        }
-        if free_ports < ports {
-            short.push(plural(free_ports, "host port"));
-        }
-        (!short.is_empty()).then(|| format!("{} has {} free", h.name, join_and(&short)))
+        shortfall(h, self.usage(h), r, ports).map(|s| s.describe(&h.name))
     }
 
     /// The `n` least loaded hypervisors of `role` that can take `r` and
@@ -361,7 +337,9 @@ impl<'a> Fleet<'a> {
         let mut unfit = Vec::new();
         for &h in self.hypervisors.iter().filter(|h| h.role == role) {
             let u = self.usage(h);
-            if !fits(h, u, r, ports) || (!busy.is_empty() && busy.contains_key(h.name.as_str())) {
+            if shortfall(h, u, r, ports).is_some()
+                || (!busy.is_empty() && busy.contains_key(h.name.as_str()))
+            {
                 unfit.push(h);
                 continue;
             }
@@ -400,27 +378,73 @@ impl<'a> Fleet<'a> {
     }
 }
 
-/// Whether `h` (using `u`) takes a new piece needing `r` and `ports` host
-/// ports ([`Fleet::unfit`] without building the reason).
-fn fits(h: &HypervisorInfo, u: &Usage, r: Resources, ports: usize) -> bool {
-    if h.cordoned || !h.connected {
-        return false;
-    }
-    if h.memory_bytes.saturating_sub(u.memory_bytes) < r.memory_bytes
-        || h.cpu_millis.saturating_sub(u.cpu_millis) < r.cpu_millis
-    {
-        return false;
-    }
+/// What a hypervisor lacks for a new piece; its text is built only when
+/// reported ([`Shortfall::describe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shortfall {
+    /// "is cordoned", "is disconnected", ...
+    State(&'static str),
+    /// The free amounts that are too small (`None`: enough).
+    Free {
+        memory: Option<u64>,
+        cpu: Option<u64>,
+        ports: Option<usize>,
+    },
+}
+
+/// What `h` (using `u`) lacks to take a new piece needing `r` and `ports`
+/// host ports; `None`: it fits. Allocation-free: the scheduler asks it of
+/// every hypervisor on every placement.
+fn shortfall(h: &HypervisorInfo, u: &Usage, r: Resources, ports: usize) -> Option<Shortfall> {
+    let free_memory = h.memory_bytes.saturating_sub(u.memory_bytes);
+    let free_cpu = h.cpu_millis.saturating_sub(u.cpu_millis);
     let range = h.host_ports.len() as usize;
-    // Counting the used ports inside the range only matters when the
-    // count of all used ports leaves too few.
-    range.saturating_sub(u.ports.len()) >= ports
-        || range
-            - u.ports
-                .iter()
-                .filter(|p| h.host_ports.contains(**p))
-                .count()
-            >= ports
+    // The common case first, without counting ports inside the range: that
+    // only matters when the count of all used ports leaves too few.
+    if !h.cordoned
+        && h.connected
+        && free_memory >= r.memory_bytes
+        && free_cpu >= r.cpu_millis
+        && range.saturating_sub(u.ports.len()) >= ports
+    {
+        return None;
+    }
+    match (h.cordoned, h.connected) {
+        (false, true) => {}
+        (true, true) => return Some(Shortfall::State("is cordoned")),
+        (false, false) => return Some(Shortfall::State("is disconnected")),
+        (true, false) => return Some(Shortfall::State("is cordoned and disconnected")),
+    }
+    let used_ports = u.ports.iter().filter(|p| h.host_ports.contains(**p));
+    let free_ports = Some(range - used_ports.count()).filter(|&free| free < ports);
+    let memory = Some(free_memory).filter(|&free| free < r.memory_bytes);
+    let cpu = Some(free_cpu).filter(|&free| free < r.cpu_millis);
+    (memory.is_some() || cpu.is_some() || free_ports.is_some()).then_some(Shortfall::Free {
+        memory,
+        cpu,
+        ports: free_ports,
+    })
+}
+
+impl Shortfall {
+    fn describe(&self, name: &str) -> String {
+        match *self {
+            Shortfall::State(state) => format!("{name} {state}"),
+            Shortfall::Free { memory, cpu, ports } => {
+                let mut short = Vec::new();
+                if let Some(free) = memory {
+                    short.push(format!("{} memory", mib(free)));
+                }
+                if let Some(free) = cpu {
+                    short.push(format!("{free}m CPU"));
+                }
+                if let Some(free) = ports {
+                    short.push(plural(free, "host port"));
+                }
+                format!("{name} has {} free", join_and(&short))
+            }
+        }
+    }
 }
 
 /// Least loaded first: the largest free fraction of memory, then of CPU,

@@ -4,7 +4,7 @@
 //! the cluster (its own first) with mTLS.
 
 use super::etcd::client_url;
-use super::{k8s_mount, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
+use super::{k8s_mount, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
 use crate::cluster::versions::bin;
 use oi_proto::model::{Component, Container, PodSpec, Scheme};
 
@@ -116,12 +116,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                 mounts: vec![k8s_mount()],
                 ports: vec![tcp("https", slot.ports.apiserver)],
                 resources: size.resources(),
-                probe: Some(probe(
-                    ctx.profile(),
-                    Scheme::Https,
-                    slot.ports.apiserver,
-                    "/readyz",
-                )),
+                probe: Some(ctx.probe(Scheme::Https, slot.ports.apiserver, "/readyz")),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

@@ -6,9 +6,7 @@
 //! serving CA (which the apiserver's `--kubelet-certificate-authority`
 //! names). It serves `/healthz` on 127.0.0.1 only.
 
-use super::{
-    k8s_mount, local_kubeconfig, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT,
-};
+use super::{k8s_mount, local_kubeconfig, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
 use crate::cluster::pki::CONTROLLER_MANAGER_USER;
 use crate::cluster::versions::bin;
 use oi_proto::model::{Component, Container, PodSpec, Scheme};
@@ -90,12 +88,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                 mounts: vec![k8s_mount()],
                 ports: vec![tcp("https", slot.ports.controller_manager)],
                 resources: size.resources(),
-                probe: Some(probe(
-                    ctx.profile(),
-                    Scheme::Https,
-                    slot.ports.controller_manager,
-                    "/healthz",
-                )),
+                probe: Some(ctx.probe(Scheme::Https, slot.ports.controller_manager, "/healthz")),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

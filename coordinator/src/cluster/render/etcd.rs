@@ -10,7 +10,7 @@
 //! the other members. A slot without one (a fresh rendering) bootstraps
 //! with every slot.
 
-use super::{host_port, k8s_mount, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
+use super::{host_port, k8s_mount, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
 use crate::cluster::model::ReplicaSlot;
 use crate::cluster::pki::etcd_member_name;
 use crate::cluster::versions::bin;
@@ -174,12 +174,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
                     tcp("metrics", ports.etcd_metrics),
                 ],
                 resources: size.resources(),
-                probe: Some(probe(
-                    ctx.profile(),
-                    Scheme::Http,
-                    ports.etcd_metrics,
-                    "/health",
-                )),
+                probe: Some(ctx.probe(Scheme::Http, ports.etcd_metrics, "/health")),
                 run_as_user: ROOT,
                 reload: vec![],
             }],

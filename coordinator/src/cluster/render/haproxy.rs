@@ -3,7 +3,7 @@
 //! master-worker mode (`-W -db`), so a later config change can reload it
 //! with SIGUSR2 instead of recreating the pod.
 
-use super::{host_port, probe, sizing, tcp, Ctx, Kind, ROOT};
+use super::{host_port, sizing, tcp, Ctx, Kind, ROOT};
 use crate::cluster::versions::bin;
 use oi_proto::model::{Component, Container, File, Mount, PodSpec, Scheme};
 
@@ -100,7 +100,7 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Component {
                 ports: vec![tcp("https", ingress.port)],
                 resources: size.resources(),
                 // Ready when the API answers through the ingress itself.
-                probe: Some(probe(ctx.profile(), Scheme::Https, ingress.port, "/readyz")),
+                probe: Some(ctx.probe(Scheme::Https, ingress.port, "/readyz")),
                 // The upstream image runs as `haproxy`, but the component
                 // directory is root's (0700).
                 run_as_user: ROOT,

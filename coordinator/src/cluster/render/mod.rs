@@ -367,23 +367,25 @@ pub(crate) fn tcp(name: &str, port: u16) -> HostPort {
     }
 }
 
-/// A component's health probe. Dense probes half as often: on an idle
-/// control plane each probe is a TLS handshake and a `/readyz` (an etcd
-/// read) in components that otherwise do little; readiness changes are
-/// seen within 10 s instead of 5 (a starting component is still probed
-/// every second by the agent until it first passes).
-pub(crate) fn probe(profile: Profile, scheme: Scheme, port: u16, path: &str) -> Probe {
-    Probe {
-        scheme,
-        port,
-        path: path.into(),
-        period_ms: match profile {
-            Profile::Default => 5_000,
-            Profile::Dense => 10_000,
-        },
-        timeout_ms: 3_000,
-        failure_threshold: 3,
-        initial_delay_ms: 0,
+impl Ctx<'_> {
+    /// A component's health probe. Dense probes half as often: on an idle
+    /// control plane each probe is a TLS handshake and a `/readyz` (an etcd
+    /// read) in components that otherwise do little; readiness changes are
+    /// seen within 10 s instead of 5 (a starting component is still probed
+    /// every second by the agent until it first passes).
+    pub(crate) fn probe(&self, scheme: Scheme, port: u16, path: &str) -> Probe {
+        Probe {
+            scheme,
+            port,
+            path: path.into(),
+            period_ms: match self.profile() {
+                Profile::Default => 5_000,
+                Profile::Dense => 10_000,
+            },
+            timeout_ms: 3_000,
+            failure_threshold: 3,
+            initial_delay_ms: 0,
+        }
     }
 }
 
@@ -412,9 +414,10 @@ const MIB: u64 = 1024 * 1024;
 ///
 /// Dense: CPU a little above idle, memory at the Dense footprint (a
 /// busy cluster uses more: Dense overcommits on purpose). `GOGC` (30 for
-/// the API server, 50 for the others) trades some CPU for a smaller heap; `GOMEMLIMIT` is a soft cap well above the
-/// request, where the GC gets aggressive (a cap below the live heap would
-/// make it spin, so it is never set near the request).
+/// the API server, 50 for the others) trades some CPU for a smaller heap;
+/// `GOMEMLIMIT` is a soft cap well above the request, where the GC gets
+/// aggressive (a cap below the live heap would make it spin, so it is
+/// never set near the request).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sizing {
     pub cpu_millis: u64,

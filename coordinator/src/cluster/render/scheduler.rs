@@ -1,9 +1,7 @@
 //! kube-scheduler of one replica: talks to its own replica's apiserver on
 //! 127.0.0.1 as `system:kube-scheduler` and serves `/healthz` on 127.0.0.1.
 
-use super::{
-    k8s_mount, local_kubeconfig, probe, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT,
-};
+use super::{k8s_mount, local_kubeconfig, sizing, tcp, Ctx, Files, Flags, Kind, Replica, ROOT};
 use crate::cluster::pki::SCHEDULER_USER;
 use crate::cluster::versions::bin;
 use oi_proto::model::{Component, Container, PodSpec, Scheme};
@@ -39,12 +37,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
                 mounts: vec![k8s_mount()],
                 ports: vec![tcp("https", slot.ports.scheduler)],
                 resources: size.resources(),
-                probe: Some(probe(
-                    ctx.profile(),
-                    Scheme::Https,
-                    slot.ports.scheduler,
-                    "/healthz",
-                )),
+                probe: Some(ctx.probe(Scheme::Https, slot.ports.scheduler, "/healthz")),
                 run_as_user: ROOT,
                 reload: vec![],
             }],
