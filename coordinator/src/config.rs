@@ -148,14 +148,11 @@ impl RawConfig {
             bail!("heartbeat_interval_secs = {hb} is out of range: use 1 to 300");
         }
         if let Some(repo) = &self.image_repository {
-            let ok = !repo.is_empty()
-                && !repo.ends_with('/')
-                && !repo.contains(':')
-                && !repo.contains(char::is_whitespace);
-            if !ok {
+            if let Err(why) = crate::cluster::versions::check_image_repository(repo) {
                 bail!(
-                    "image_repository = {repo:?} is not a repository prefix: write it like \
-                     registry.example.com/k8s (no tag, no trailing '/')"
+                    "image_repository = {repo:?} is not a repository prefix ({why}): write it \
+                     like registry.example.com/k8s or registry.example.com:5000/k8s (no tag, \
+                     no digest, no trailing '/')"
                 );
             }
         }
@@ -291,6 +288,22 @@ mod tests {
             ("heartbeat_interval_secs = 0", "heartbeat_interval_secs"),
             ("server_names = [\"a b\"]", "server_names"),
             ("image_repository = \"x/\"", "image_repository"),
+            (
+                "image_repository = \"r.example.com/k8s:v1\"",
+                "image_repository",
+            ),
+            (
+                "image_repository = \"r.example.com:port/k8s\"",
+                "image_repository",
+            ),
+            (
+                "image_repository = \"r.example.com/K8s\"",
+                "image_repository",
+            ),
+            (
+                "image_repository = \"r.example.com/k8s@sha256\"",
+                "image_repository",
+            ),
             ("profile = \"tiny\"", "profile"),
             ("advertise_address = \"elsewhere\"", "server_names"),
             ("agent_cert_lifetime_secs = 10", "agent_cert_lifetime_secs"),

@@ -554,6 +554,21 @@ async fn errors_map_to_exit_codes() {
     ])
     .await
     .fails(5, "DNS-1123");
+    // An explicit 0 reaches validation over the wire (it used to become 1).
+    for n in ["0", "8"] {
+        api.oi(&[
+            "cluster",
+            "create",
+            "c",
+            "--kubernetes-version",
+            VERSION,
+            "--replicas",
+            n,
+        ])
+        .await
+        .fails(5, "use 1 to 7");
+    }
+    api.oi(&["cluster", "get", "c"]).await.fails(3, "not found");
     api.oi(&["cluster", "delete", "nope"])
         .await
         .fails(3, "not found");

@@ -22,7 +22,8 @@ fn bad(what: &str, value: &str) -> ConvertError {
 
 // ------------------------------------------------------------------ specs --
 
-/// A spec as the API receives it: zero and empty fields mean the defaults.
+/// A spec as the API receives it: absent replicas and empty CIDRs mean the
+/// defaults; an explicit 0 replicas reaches validation (and is refused).
 impl From<pb::ClusterSpec> for ClusterSpec {
     fn from(p: pb::ClusterSpec) -> Self {
         let or = |v: String, default: &str| {
@@ -35,7 +36,7 @@ impl From<pb::ClusterSpec> for ClusterSpec {
         ClusterSpec {
             name: p.name,
             kubernetes_version: p.kubernetes_version,
-            replicas: if p.replicas == 0 { 1 } else { p.replicas },
+            replicas: p.replicas.unwrap_or(1),
             service_cidr: or(p.service_cidr, DEFAULT_SERVICE_CIDR),
             pod_cidr: or(p.pod_cidr, DEFAULT_POD_CIDR),
             api_server_extra_sans: p.api_server_extra_sans,
@@ -48,7 +49,7 @@ impl From<ClusterSpec> for pb::ClusterSpec {
         pb::ClusterSpec {
             name: s.name,
             kubernetes_version: s.kubernetes_version,
-            replicas: s.replicas,
+            replicas: Some(s.replicas),
             service_cidr: s.service_cidr,
             pod_cidr: s.pod_cidr,
             api_server_extra_sans: s.api_server_extra_sans,

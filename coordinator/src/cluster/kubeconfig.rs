@@ -1,106 +1,25 @@
-//! Kubeconfig files (client-go's `Config`, v1) built from typed structs:
-//! admin kubeconfigs and the controller-manager's and scheduler's.
-//! A kubeconfig with a client key is key material: write it 0600.
+//! Kubeconfig files built from kube's typed `Kubeconfig` (client-go's
+//! `Config`, v1): admin kubeconfigs and the controller-manager's and
+//! scheduler's. A kubeconfig with a client key is key material: write it 0600.
+//!
+//! They are emitted as JSON, which is YAML too: client-go reads kubeconfigs
+//! with YAML 1.1 rules, where plain scalars such as `y`, `n`, `on`, `null`
+//! or `1.20` are not strings, so a cluster named `y` written as plain YAML
+//! made kube-controller-manager fail to load its kubeconfig. JSON strings
+//! are always quoted; tests parse the output with kubectl where it exists.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use std::fmt;
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
     #[error("encode kubeconfig: {0}")]
-    Encode(#[source] yaml_serde::Error),
+    Encode(#[source] serde_json::Error),
     #[error("parse kubeconfig: {0}")]
-    Parse(#[source] yaml_serde::Error),
-}
-
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Kubeconfig {
-    #[serde(rename = "apiVersion")]
-    pub api_version: String,
-    pub kind: String,
-    pub clusters: Vec<NamedCluster>,
-    pub contexts: Vec<NamedContext>,
-    pub current_context: String,
-    pub users: Vec<NamedUser>,
-}
-
-impl fmt::Debug for Kubeconfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Kubeconfig")
-            .field("clusters", &self.clusters)
-            .field("contexts", &self.contexts)
-            .field("current_context", &self.current_context)
-            .field(
-                "users",
-                &self.users.iter().map(|u| &u.name).collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamedCluster {
-    pub name: String,
-    pub cluster: Cluster,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Cluster {
-    pub server: String,
-    /// Base64 of the PEM of the CA that signed the server's certificate.
-    pub certificate_authority_data: String,
-}
-
-impl Cluster {
-    pub fn ca_pem(&self) -> Option<String> {
-        decode(&self.certificate_authority_data)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamedContext {
-    pub name: String,
-    pub context: Context,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Context {
-    pub cluster: String,
-    pub user: String,
-}
-
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NamedUser {
-    pub name: String,
-    pub user: User,
-}
-
-/// Client certificate credentials. `Debug` hides the key.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct User {
-    pub client_certificate_data: String,
-    pub client_key_data: String,
-}
-
-impl User {
-    pub fn cert_pem(&self) -> Option<String> {
-        decode(&self.client_certificate_data)
-    }
-}
-
-impl fmt::Debug for User {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("User(key hidden)")
-    }
-}
-
-fn decode(b64: &str) -> Option<String> {
-    String::from_utf8(B64.decode(b64).ok()?).ok()
+    Parse(#[source] kube::config::KubeconfigError),
 }
 
 /// A kubeconfig with one cluster, one user (client certificate) and one
@@ -114,36 +33,79 @@ pub fn client_kubeconfig(
 ) -> Result<String, KubeconfigError> {
     let context = format!("{user}@{cluster}");
     let cfg = Kubeconfig {
-        api_version: "v1".into(),
-        kind: "Config".into(),
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
         clusters: vec![NamedCluster {
             name: cluster.into(),
-            cluster: Cluster {
-                server: server.into(),
-                certificate_authority_data: B64.encode(ca_pem),
-            },
+            cluster: Some(Cluster {
+                server: Some(server.into()),
+                certificate_authority_data: Some(B64.encode(ca_pem)),
+                ..Default::default()
+            }),
+            other: Default::default(),
         }],
         contexts: vec![NamedContext {
             name: context.clone(),
-            context: Context {
+            context: Some(Context {
                 cluster: cluster.into(),
-                user: user.into(),
-            },
+                user: Some(user.into()),
+                ..Default::default()
+            }),
+            other: Default::default(),
         }],
-        current_context: context,
-        users: vec![NamedUser {
+        current_context: Some(context),
+        auth_infos: vec![NamedAuthInfo {
             name: user.into(),
-            user: User {
-                client_certificate_data: B64.encode(&client.cert_pem),
-                client_key_data: B64.encode(client.key.expose()),
-            },
+            auth_info: Some(AuthInfo {
+                client_certificate_data: Some(B64.encode(&client.cert_pem)),
+                client_key_data: Some(B64.encode(client.key.expose()).into()),
+                ..Default::default()
+            }),
+            other: Default::default(),
         }],
+        ..Default::default()
     };
-    yaml_serde::to_string(&cfg).map_err(KubeconfigError::Encode)
+    let mut text = serde_json::to_string_pretty(&cfg).map_err(KubeconfigError::Encode)?;
+    text.push('\n');
+    Ok(text)
 }
 
-pub fn parse(yaml: &str) -> Result<Kubeconfig, KubeconfigError> {
-    yaml_serde::from_str(yaml).map_err(KubeconfigError::Parse)
+/// Parses a kubeconfig as kube (and client-go) read one.
+pub fn parse(text: &str) -> Result<Kubeconfig, KubeconfigError> {
+    Kubeconfig::from_yaml(text).map_err(KubeconfigError::Parse)
+}
+
+/// The first cluster's server address.
+pub fn server(cfg: &Kubeconfig) -> Option<&str> {
+    cfg.clusters.first()?.cluster.as_ref()?.server.as_deref()
+}
+
+/// The first cluster's CA (PEM).
+pub fn ca_pem(cfg: &Kubeconfig) -> Option<String> {
+    decode(
+        cfg.clusters
+            .first()?
+            .cluster
+            .as_ref()?
+            .certificate_authority_data
+            .as_deref()?,
+    )
+}
+
+/// The first user's client certificate (PEM).
+pub fn client_cert_pem(cfg: &Kubeconfig) -> Option<String> {
+    decode(
+        cfg.auth_infos
+            .first()?
+            .auth_info
+            .as_ref()?
+            .client_certificate_data
+            .as_deref()?,
+    )
+}
+
+fn decode(b64: &str) -> Option<String> {
+    String::from_utf8(B64.decode(b64).ok()?).ok()
 }
 
 #[cfg(test)]
@@ -151,28 +113,78 @@ mod tests {
     use super::*;
     use crate::cluster::pki::{CertKey, KeyPem};
 
-    #[test]
-    fn kubeconfig_has_client_go_field_names() {
-        let client = CertKey {
+    fn client() -> CertKey {
+        CertKey {
             cert_pem: "CERT".into(),
             key: KeyPem::new("KEY".into()),
-        };
-        let yaml =
-            client_kubeconfig("c1", "admin", "https://[fd00::1]:6443", "CA", &client).unwrap();
-        for field in [
-            "apiVersion: v1",
-            "kind: Config",
-            "current-context: admin@c1",
-            "certificate-authority-data: Q0E=",
-            "client-certificate-data: Q0VSVA==",
-            "client-key-data: S0VZ",
-            "server: https://[fd00::1]:6443",
-        ] {
-            assert!(yaml.contains(field), "{field} in\n{yaml}");
         }
-        let back = parse(&yaml).unwrap();
-        assert_eq!(back.contexts[0].context.user, "admin");
-        assert_eq!(back.clusters[0].cluster.ca_pem().unwrap(), "CA");
+    }
+
+    #[test]
+    fn kubeconfig_has_client_go_field_names() {
+        let text =
+            client_kubeconfig("c1", "admin", "https://[fd00::1]:6443", "CA", &client()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["kind"], "Config");
+        assert_eq!(v["current-context"], "admin@c1");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["certificate-authority-data"],
+            "Q0E="
+        );
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://[fd00::1]:6443"
+        );
+        assert_eq!(v["users"][0]["user"]["client-certificate-data"], "Q0VSVA==");
+        assert_eq!(v["users"][0]["user"]["client-key-data"], "S0VZ");
+        let back = parse(&text).unwrap();
+        assert_eq!(
+            back.contexts[0].context.as_ref().unwrap().user.as_deref(),
+            Some("admin")
+        );
+        assert_eq!(ca_pem(&back).unwrap(), "CA");
+        assert_eq!(client_cert_pem(&back).unwrap(), "CERT");
         assert!(!format!("{back:?}").contains("S0VZ"));
+    }
+
+    /// Names that YAML 1.1 (client-go) reads as booleans, numbers or null
+    /// when written plain. kubectl, when present, parses each file as
+    /// client-go does and must see the name as a string.
+    #[test]
+    fn yaml_1_1_scalars_stay_strings_for_client_go() {
+        let kubectl = std::process::Command::new("kubectl")
+            .arg("version")
+            .arg("--client")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "y", "n", "yes", "no", "on", "off", "true", "null", "1", "1e3", "0x1f",
+        ] {
+            let text = client_kubeconfig(name, "admin", "https://127.0.0.1:6443", "CA", &client())
+                .unwrap();
+            let back = parse(&text).unwrap();
+            assert_eq!(back.clusters[0].name, name);
+            if !kubectl {
+                continue;
+            }
+            let path = dir.path().join(format!("{name}.conf"));
+            std::fs::write(&path, &text).unwrap();
+            let out = std::process::Command::new("kubectl")
+                .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "kubectl refused the kubeconfig of cluster {name:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["clusters"][0]["name"], name, "{v}");
+            assert_eq!(v["contexts"][0]["context"]["cluster"], name, "{v}");
+            assert_eq!(v["current-context"], format!("admin@{name}"), "{v}");
+        }
     }
 }

@@ -743,11 +743,11 @@ pub(crate) mod tests {
             .admin_kubeconfig("c1", "https://198.51.100.7:31000")
             .unwrap();
         let cfg = kubeconfig::parse(&yaml).unwrap();
-        assert_eq!(cfg.clusters[0].cluster.server, "https://198.51.100.7:31000");
-        assert_eq!(cfg.current_context, cfg.contexts[0].name);
-        let ca = cfg.clusters[0].cluster.ca_pem().unwrap();
+        assert_eq!(kubeconfig::server(&cfg), Some("https://198.51.100.7:31000"));
+        assert_eq!(cfg.current_context.as_ref(), Some(&cfg.contexts[0].name));
+        let ca = kubeconfig::ca_pem(&cfg).unwrap();
         assert_eq!(ca, pki.apiserver_ca.cert_pem);
-        let cert = cfg.users[0].user.cert_pem().unwrap();
+        let cert = kubeconfig::client_cert_pem(&cfg).unwrap();
         assert_eq!(
             subject(&cert),
             ("oneinfra-admin".into(), vec!["system:masters".into()])

@@ -191,6 +191,69 @@ impl VersionMatrix {
     }
 }
 
+/// Whether `repo` is an image repository prefix that images can be put
+/// under: `[HOST[:PORT]/]PATH` as in the distribution reference grammar.
+/// The first component is a registry host when it has a '.' or a ':' or is
+/// `localhost`, and only it may carry a port (air-gapped registries often
+/// listen on :5000); every path component is lowercase letters and digits
+/// joined by '.', '_', '__' or '-'. No tag, no digest, no trailing '/'.
+pub fn check_image_repository(repo: &str) -> Result<(), String> {
+    if repo.is_empty() {
+        return Err("it is empty".into());
+    }
+    if repo.ends_with('/') {
+        return Err("it ends with '/'".into());
+    }
+    if repo.contains('@') {
+        return Err("it has a digest".into());
+    }
+    let mut parts = repo.split('/');
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let is_host =
+        !rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let path: Vec<&str> = if is_host {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if !host_ok {
+            return Err(format!("{host:?} is not a registry host name"));
+        }
+        if let Some(p) = port {
+            if !p.parse::<u16>().is_ok_and(|n| n > 0) {
+                return Err(format!("{p:?} is not a port"));
+            }
+        }
+        rest
+    } else {
+        std::iter::once(first).chain(rest).collect()
+    };
+    for c in path {
+        let ok = !c.is_empty()
+            && c.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+            && c.as_bytes()[0].is_ascii_alphanumeric()
+            && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric();
+        if !ok {
+            return Err(if c.contains(':') {
+                "only the registry host may carry a ':' (a port); a tag is not allowed".into()
+            } else {
+                format!("path component {c:?} must be lowercase letters and digits, joined by '.', '_' or '-'")
+            });
+        }
+    }
+    Ok(())
+}
+
 fn rebase_image(image: &str, repo: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     format!("{repo}/{last}")
@@ -199,6 +262,45 @@ fn rebase_image(image: &str, repo: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_repository_prefixes() {
+        let good = [
+            "registry.example.com/k8s",
+            "registry.example.com:5000/k8s",
+            "localhost:5000/k8s",
+            "localhost/a/b",
+            "10.0.0.1:5000/mirror/k8s",
+            "k8s",
+            "mirror/k8s",
+            "registry.example.com",
+        ];
+        for r in good {
+            assert_eq!(check_image_repository(r), Ok(()), "{r}");
+        }
+        let bad = [
+            "",
+            "x/",
+            "registry.example.com/k8s:v1",
+            "registry.example.com:port/k8s",
+            "registry.example.com:0/k8s",
+            "registry.example.com/K8s",
+            "registry.example.com/k8s@sha256:00",
+            "a b/k8s",
+            "-bad.example.com/k8s",
+            "registry.example.com//k8s",
+        ];
+        for r in bad {
+            assert!(check_image_repository(r).is_err(), "{r}");
+        }
+        let mut m = VersionMatrix::builtin().with_image_repository("registry.example.com:5000/k8s");
+        for image in m.releases[0].images.all_mut() {
+            assert!(
+                image.starts_with("registry.example.com:5000/k8s/"),
+                "{image}"
+            );
+        }
+    }
 
     #[test]
     fn builtin_versions_are_sorted_and_complete() {

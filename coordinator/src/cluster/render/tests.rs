@@ -389,10 +389,10 @@ fn controller_manager_and_scheduler_use_their_own_identities() {
             assert_eq!(f.mode, 0o600);
             let cfg = kubeconfig::parse(std::str::from_utf8(&f.content).unwrap()).unwrap();
             assert_eq!(
-                cfg.clusters[0].cluster.server,
-                format!("https://127.0.0.1:{port}")
+                kubeconfig::server(&cfg),
+                Some(format!("https://127.0.0.1:{port}").as_str())
             );
-            let cert = cfg.users[0].user.cert_pem().unwrap();
+            let cert = kubeconfig::client_cert_pem(&cfg).unwrap();
             with_cert(&cert, |x| {
                 let got: Vec<&str> = x
                     .subject()
