@@ -35,6 +35,10 @@ pub struct RawConfig {
     pub cri_socket: Option<PathBuf>,
     /// Full resync period in seconds. Default 10.
     pub resync_secs: Option<u64>,
+    /// How long the directory of a removed component (its files and data,
+    /// etcd's among them) is kept, moved aside under `<state_dir>/retired`,
+    /// before it is purged. Default 604800 (7 days); at least 60.
+    pub retired_retention_secs: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +57,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub cri_socket: PathBuf,
     pub resync: Duration,
+    pub retired_retention: Duration,
 }
 
 impl RawConfig {
@@ -94,6 +99,13 @@ impl RawConfig {
         if !(1..=3600).contains(&resync) {
             bail!("resync_secs = {resync} is out of range: use 1 to 3600");
         }
+        let retention = self.retired_retention_secs.unwrap_or(7 * 24 * 3600);
+        if retention < 60 {
+            bail!(
+                "retired_retention_secs = {retention} is too short: use at least 60 (removed \
+                 components' data is kept this long so that a mistake can be undone)"
+            );
+        }
         Ok(Config {
             name: self.name,
             role,
@@ -113,6 +125,7 @@ impl RawConfig {
                 .cri_socket
                 .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock")),
             resync: Duration::from_secs(resync),
+            retired_retention: Duration::from_secs(retention),
         })
     }
 }

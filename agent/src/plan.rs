@@ -3,7 +3,9 @@
 //!
 //! Rules:
 //! * a desired component with no pod, or a pod of another pod hash, is
-//!   created (which replaces the old pod);
+//!   created (which replaces the old pod); a pod of another incarnation
+//!   (the cluster was deleted and created again) is removed first, so its
+//!   directory is retired and the new one starts on a fresh one;
 //! * a pod whose files differ from the spec's (only possible for reloadable
 //!   pods, whose pod hash leaves file contents out) gets its files rewritten
 //!   and its containers' reload commands run;
@@ -29,8 +31,9 @@ pub enum Action {
     Restart { id: String, container: String },
     /// Rewrite the files and run the reload commands.
     SyncFiles { id: String },
-    /// Remove a pod that is no longer desired.
-    Remove { id: String },
+    /// Remove a pod that is no longer desired (or of an earlier
+    /// incarnation); its directory is moved aside, not deleted.
+    Remove { id: String, incarnation: String },
 }
 
 /// The last failed action on a component, for retry backoff and status.
@@ -83,6 +86,14 @@ pub fn plan(
             }
         }
         let pod = match by_id.get(id.as_str()) {
+            Some(pod) if pod.incarnation != component.incarnation => {
+                out.actions.push(Action::Remove {
+                    id: id.clone(),
+                    incarnation: pod.incarnation.clone(),
+                });
+                out.actions.push(Action::Create { id: id.clone() });
+                continue;
+            }
             Some(pod) if pod.pod_hash == component.pod_hash() => pod,
             _ => {
                 out.actions.push(Action::Create { id: id.clone() });
@@ -124,6 +135,7 @@ pub fn plan(
             if !desired.components.contains_key(&pod.component_id) {
                 out.actions.push(Action::Remove {
                     id: pod.component_id.clone(),
+                    incarnation: pod.incarnation.clone(),
                 });
             }
         }
@@ -139,6 +151,7 @@ mod tests {
 
     fn comp(id: &str, image: &str) -> Component {
         Component {
+            incarnation: String::new(),
             id: id.into(),
             cluster: String::new(),
             pod: PodSpec {
@@ -163,6 +176,7 @@ mod tests {
     fn pod(c: &Component, state: ContainerState, attempt: u32) -> ObservedPod {
         ObservedPod {
             component_id: c.id.clone(),
+            incarnation: c.incarnation.clone(),
             pod_hash: c.pod_hash(),
             files_hash: c.files_hash(),
             generation: 1,
@@ -208,6 +222,10 @@ mod tests {
     fn table() {
         let a = comp("a", "1");
         let a2 = comp("a", "2");
+        let again = Component {
+            incarnation: "second".into(),
+            ..a.clone()
+        };
         let none = HashMap::new();
         let cases: Vec<Case> = vec![
             (
@@ -271,7 +289,24 @@ mod tests {
                 desired(vec![]),
                 vec![pod(&a, ContainerState::Running, 0)],
                 5_000,
-                vec![Action::Remove { id: "a".into() }],
+                vec![Action::Remove {
+                    id: "a".into(),
+                    incarnation: String::new(),
+                }],
+                None,
+            ),
+            (
+                "a pod of another incarnation is removed, then created",
+                desired(vec![again.clone()]),
+                vec![pod(&a, ContainerState::Running, 0)],
+                5_000,
+                vec![
+                    Action::Remove {
+                        id: "a".into(),
+                        incarnation: String::new(),
+                    },
+                    create("a"),
+                ],
                 None,
             ),
             (

@@ -164,6 +164,7 @@ mod tests {
 
     fn comp(probe: bool) -> Component {
         Component {
+            incarnation: String::new(),
             id: "a".into(),
             cluster: String::new(),
             pod: PodSpec {
@@ -194,6 +195,7 @@ mod tests {
 
     fn pod(c: &Component, state: ContainerState, attempt: u32) -> ObservedPod {
         ObservedPod {
+            incarnation: String::new(),
             component_id: c.id.clone(),
             pod_hash: c.pod_hash(),
             files_hash: c.files_hash(),

@@ -149,9 +149,9 @@ impl<R: Runtime> Supervisor<R> {
                 tracing::info!(component = %id, "files changed: rewriting them and reloading");
                 (id, self.runtime.sync_files(c).await)
             }
-            Action::Remove { id } => {
-                tracing::info!(component = %id, "removing pod that is no longer placed here");
-                (id, self.runtime.remove(id).await)
+            Action::Remove { id, incarnation } => {
+                tracing::info!(component = %id, %incarnation, "removing pod that is no longer placed here");
+                (id, self.runtime.remove(id, incarnation).await)
             }
         };
         match result {

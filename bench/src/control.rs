@@ -41,6 +41,7 @@ pub fn agent_name(i: usize) -> String {
 /// certificate, so that a snapshot is a few hundred bytes.
 pub fn bench_component(hypervisor: &str, tag: &str) -> Component {
     Component {
+        incarnation: String::new(),
         id: format!("bench-{hypervisor}"),
         cluster: "bench".into(),
         pod: PodSpec {

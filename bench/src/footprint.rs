@@ -122,6 +122,7 @@ pub fn footprint_component(i: usize, image: &str, probe: Option<(u16, u32)>) -> 
         });
     }
     Component {
+        incarnation: String::new(),
         id: format!("bench-{i:02}"),
         cluster: "bench".into(),
         pod: PodSpec {

@@ -53,6 +53,7 @@ fn fleet(n: usize, prefill: usize) -> (Vec<HypervisorInfo>, Vec<(String, Placeme
             for k in 0..prefill {
                 let first = 30000 + (k * ReplicaPorts::COUNT) as u16;
                 let c = Component {
+                    incarnation: String::new(),
                     id: format!("pre-{i}-{k}/etcd-0"),
                     cluster: format!("pre-{i}-{k}"),
                     pod: oi_proto::model::PodSpec {

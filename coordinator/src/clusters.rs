@@ -24,6 +24,13 @@ use std::time::Duration;
 /// sealed; `Debug` of its parts hides keys.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ClusterSecrets {
+    /// This cluster's incarnation: a random id minted at create, never
+    /// changed. A cluster deleted and created again under the same name
+    /// gets another, so none of its components can run on the earlier
+    /// one's data (see `Component::incarnation`). Kept with the PKI, which
+    /// is per incarnation too. Empty for clusters created before.
+    #[serde(default)]
+    pub incarnation: String,
     pub pki: ClusterPki,
     pub replicas: BTreeMap<u32, ReplicaCerts>,
 }
@@ -182,6 +189,7 @@ impl Coordinator {
         }
         let placed = render::render_cluster(&RenderInput {
             spec,
+            incarnation: &secrets.incarnation,
             release,
             pki: &secrets.pki,
             replica_certs: &secrets.replicas,
@@ -258,6 +266,7 @@ impl Coordinator {
             .map_err(|e| OpError::Internal(format!("generate PKI: {e}")))?
             .map_err(|e| OpError::Internal(format!("generate PKI: {e:#}")))?;
         let mut secrets = ClusterSecrets {
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
             pki,
             replicas: BTreeMap::new(),
         };

@@ -361,6 +361,7 @@ mod tests {
 
     fn comp(id: &str, image: &str) -> Component {
         Component {
+            incarnation: String::new(),
             id: id.into(),
             cluster: String::new(),
             pod: PodSpec {

@@ -357,6 +357,7 @@ impl From<m::Component> for pb::Component {
             id: c.id,
             cluster: c.cluster,
             pod: Some(c.pod.into()),
+            incarnation: c.incarnation,
         }
     }
 }
@@ -370,6 +371,7 @@ impl TryFrom<pb::Component> for m::Component {
         Ok(m::Component {
             id: c.id,
             cluster: c.cluster,
+            incarnation: c.incarnation,
             pod: c
                 .pod
                 .ok_or_else(|| bad("component.pod", "missing"))?
@@ -573,6 +575,7 @@ mod tests {
     #[test]
     fn component_round_trips_and_bad_paths_are_refused() {
         let c = m::Component {
+            incarnation: "inc-1".into(),
             id: "c/etcd-0".into(),
             cluster: "c".into(),
             pod: m::PodSpec {

@@ -124,21 +124,38 @@ impl fmt::Display for Cursor {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Component {
     pub id: String,
     #[serde(default)]
     pub cluster: String,
+    /// The owning cluster's incarnation (see `link.proto`): a cluster
+    /// created again under the same name has another, so its components
+    /// hash differently and get new directories. Empty: placed before
+    /// incarnations existed (hashes as before).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
     pub pod: PodSpec,
 }
 
 impl Component {
+    /// The pod spec's hash, bound to the incarnation.
     pub fn spec_hash(&self) -> String {
-        self.pod.spec_hash()
+        self.bind(self.pod.spec_hash())
     }
 
+    /// What the running pod must match ([`PodSpec::pod_hash`]), bound to
+    /// the incarnation: a pod of another incarnation is always replaced.
     pub fn pod_hash(&self) -> String {
-        self.pod.pod_hash()
+        self.bind(self.pod.pod_hash())
+    }
+
+    fn bind(&self, hash: String) -> String {
+        if self.incarnation.is_empty() {
+            hash
+        } else {
+            digest(format!("{hash}\0{}", self.incarnation).as_bytes())
+        }
     }
 
     pub fn files_hash(&self) -> String {
@@ -500,6 +517,7 @@ mod tests {
 
     fn comp(id: &str, image: &str) -> Component {
         Component {
+            incarnation: String::new(),
             id: id.into(),
             cluster: "c".into(),
             pod: PodSpec {

@@ -152,6 +152,7 @@ pub async fn wait_connected(agent: &mut TestAgent) {
 /// A small component: one container running `image`.
 pub fn component(id: &str, image: &str) -> Component {
     Component {
+        incarnation: String::new(),
         id: id.to_string(),
         cluster: "test".into(),
         pod: PodSpec {

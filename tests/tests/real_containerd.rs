@@ -27,6 +27,7 @@ fn image() -> String {
 
 fn pod(id: &str, image: &str, command: &[&str]) -> Component {
     Component {
+        incarnation: String::new(),
         id: id.into(),
         cluster: "real".into(),
         pod: PodSpec {
@@ -255,7 +256,7 @@ async fn create_replace_remove() {
     let cdir = bed
         .state_dir()
         .join("components")
-        .join(oi_agent::runtime::cri::dir_name("web"));
+        .join(oi_agent::runtime::cri::dir_name("web", ""));
     assert_eq!(mode(&cdir), 0o700);
     assert_eq!(mode(&cdir.join("pki")), 0o700);
     assert_eq!(mode(&cdir.join("pki/server.key")), 0o600);
@@ -281,14 +282,107 @@ async fn create_replace_remove() {
     assert_ne!(ours.get("web"), Some(&first_sandbox));
     assert_eq!(ours.len(), 1, "the old sandbox is gone: {ours:?}");
 
-    // Removal removes the pod and its files.
+    // Removal removes the pod; its directory is moved aside, not deleted.
     c.remove_component("web").await.unwrap();
     wait_for(&mut agent.status, "web gone", |s| {
         status(s, "web").is_none()
     })
     .await;
     eventually_async_empty().await;
-    assert!(!cdir.exists(), "component directory removed");
+    assert!(!cdir.exists(), "component directory moved away");
+    let retired = retired(&bed.state_dir(), "web", "");
+    assert_eq!(retired.len(), 1, "{retired:?}");
+    assert_eq!(
+        std::fs::read(retired[0].join("www/readyz")).unwrap(),
+        b"ok\n"
+    );
+    bed.cleanup(Some(agent)).await;
+}
+
+/// Retired directories of a component incarnation, oldest first.
+fn retired(state_dir: &Path, id: &str, incarnation: &str) -> Vec<PathBuf> {
+    let prefix = format!("{}.", oi_agent::runtime::cri::dir_name(id, incarnation));
+    let mut out: Vec<PathBuf> = std::fs::read_dir(state_dir.join("retired"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The recreated-cluster leak: a component removed and placed again under
+/// the same id in one placement change (the agent's watch coalesces them),
+/// but of a new incarnation, must start on an empty directory; the old
+/// incarnation's data is moved aside, never reused and never deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs containerd: run tests/real/run.sh"]
+async fn a_new_incarnation_never_sees_the_old_data() {
+    let bed = Bed::new().await;
+    let c = bed.coord.coordinator.clone();
+    let mut agent = bed.agent().await;
+    let mut first = web("db", 31087);
+    first.incarnation = "first-incarnation".into();
+    first.pod.containers[0].mounts.push(Mount {
+        source: "data".into(),
+        container_path: "/data".into(),
+        read_only: false,
+    });
+    c.upsert_component("hv-real", first.clone()).await.unwrap();
+    wait_for(
+        &mut agent.status,
+        "db of the first incarnation ready",
+        |s| status(s, "db").is_some_and(|c| c.phase == Phase::Running && c.ready),
+    )
+    .await;
+    let old_dir = bed
+        .state_dir()
+        .join("components")
+        .join(oi_agent::runtime::cri::dir_name("db", "first-incarnation"));
+    std::fs::write(old_dir.join("data/tenant-secret"), b"old tenant\n").unwrap();
+    let (ours, _) = sandboxes().await;
+    let old_sandbox = ours["db"].clone();
+
+    // Same id, same pod spec, another incarnation: one placement change.
+    let second = oi_proto::model::Component {
+        incarnation: "second-incarnation".into(),
+        ..first.clone()
+    };
+    assert_ne!(second.spec_hash(), first.spec_hash());
+    c.upsert_component("hv-real", second.clone()).await.unwrap();
+    let hash = second.spec_hash();
+    wait_for(
+        &mut agent.status,
+        "db of the second incarnation ready",
+        |s| {
+            status(s, "db")
+                .is_some_and(|c| c.spec_hash == hash && c.phase == Phase::Running && c.ready)
+        },
+    )
+    .await;
+    let (ours, _) = sandboxes().await;
+    assert_ne!(ours["db"], old_sandbox, "the pod was replaced");
+    let new_dir = bed
+        .state_dir()
+        .join("components")
+        .join(oi_agent::runtime::cri::dir_name("db", "second-incarnation"));
+    assert!(new_dir.join("data").is_dir());
+    assert_eq!(
+        std::fs::read_dir(new_dir.join("data")).unwrap().count(),
+        0,
+        "the new incarnation starts on an empty data directory"
+    );
+    assert!(!old_dir.exists());
+    let kept = retired(&bed.state_dir(), "db", "first-incarnation");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        std::fs::read(kept[0].join("data/tenant-secret")).unwrap(),
+        b"old tenant\n",
+        "the old incarnation's data is kept aside, not deleted"
+    );
     bed.cleanup(Some(agent)).await;
 }
 
@@ -328,7 +422,7 @@ async fn file_changes_reload_reloadable_pods_in_place() {
     let cdir = bed
         .state_dir()
         .join("components")
-        .join(oi_agent::runtime::cri::dir_name("reload"));
+        .join(oi_agent::runtime::cri::dir_name("reload", ""));
     assert_eq!(std::fs::read(cdir.join("www/readyz")).unwrap(), b"ok v2\n");
     // The reload command ran in the container and saw the new file.
     let (_, id, _) = before

@@ -453,6 +453,7 @@ fn run(replicas: u32, profile: Profile) -> Result<()> {
         .collect::<Result<BTreeMap<_, _>>>()?;
     let placed: Vec<Placed> = render_cluster(&RenderInput {
         spec: &spec,
+        incarnation: "render-host",
         release,
         pki: &pki,
         replica_certs: &certs,

@@ -3,9 +3,17 @@
 //! Every sandbox and container we create carries `oneinfra.io/managed=true`
 //! plus the component id, spec hash and generation as labels; `list` only
 //! ever looks at those, so containers that are not ours are never touched.
-//! Each component gets a directory `<state_dir>/components/<dir>` (0700)
-//! holding the files of its spec and the sources of its mounts; logs go to
-//! `<state_dir>/logs/<dir>`.
+//! Each component incarnation gets a directory
+//! `<state_dir>/components/<dir>` (0700) holding the files of its spec and
+//! the sources of its mounts (etcd's data among them); logs go to
+//! `<state_dir>/logs/<dir>`. `<dir>` is derived from the component id and
+//! its cluster's incarnation, so a cluster created again under an old name
+//! never finds the old one's data.
+//!
+//! Removing a component never deletes its directory: it is moved aside to
+//! `<state_dir>/retired/<dir>.<unix ms>` and purged once it is older than
+//! the retention (`retired_retention_secs`, default 7 days). Until then an
+//! operator can move it back.
 
 use super::cri_client::{CriClient, CriError};
 use super::{ContainerState, ObservedContainer, ObservedPod, Runtime, RuntimeError};
@@ -21,6 +29,10 @@ pub const LABEL_COMPONENT: &str = "oneinfra.io/component";
 pub const LABEL_SPEC_HASH: &str = "oneinfra.io/spec-hash";
 pub const LABEL_GENERATION: &str = "oneinfra.io/generation";
 pub const LABEL_CONTAINER: &str = "oneinfra.io/container";
+pub const LABEL_INCARNATION: &str = "oneinfra.io/incarnation";
+/// How long retired component directories are kept by default.
+pub const DEFAULT_RETIRED_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 const NAMESPACE: &str = "oneinfra";
 /// In a component directory: the files hash of the files written there.
 const FILES_MARKER: &str = ".oneinfra-files";
@@ -29,6 +41,8 @@ pub struct CriRuntime {
     client: CriClient,
     components_dir: PathBuf,
     logs_dir: PathBuf,
+    retired_dir: PathBuf,
+    retired_retention: std::time::Duration,
 }
 
 impl From<CriError> for RuntimeError {
@@ -43,9 +57,11 @@ impl From<CriError> for RuntimeError {
     }
 }
 
-/// A directory name for a component id: readable, and unique even when two
-/// ids differ only in characters that are replaced.
-pub fn dir_name(id: &str) -> String {
+/// A directory name for a component incarnation: readable, and unique even
+/// when two ids differ only in characters that are replaced. An empty
+/// incarnation (components placed before incarnations) names the directory
+/// as before.
+pub fn dir_name(id: &str, incarnation: &str) -> String {
     let readable: String = id
         .chars()
         .map(|c| {
@@ -57,8 +73,13 @@ pub fn dir_name(id: &str) -> String {
         })
         .take(40)
         .collect();
-    let digest = Sha256::digest(id.as_bytes());
-    format!("{readable}-{}", hex::encode(&digest[..4]))
+    if incarnation.is_empty() {
+        let digest = Sha256::digest(id.as_bytes());
+        return format!("{readable}-{}", hex::encode(&digest[..4]));
+    }
+    let digest = Sha256::digest(format!("{id}\0{incarnation}").as_bytes());
+    let short: String = incarnation.chars().take(8).collect();
+    format!("{readable}-{short}-{}", hex::encode(&digest[..4]))
 }
 
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -75,11 +96,66 @@ impl CriRuntime {
             client,
             components_dir: state_dir.join("components"),
             logs_dir: state_dir.join("logs"),
+            retired_dir: state_dir.join("retired"),
+            retired_retention: DEFAULT_RETIRED_RETENTION,
         })
     }
 
-    pub fn component_dir(&self, id: &str) -> PathBuf {
-        self.components_dir.join(dir_name(id))
+    /// How long removed components' directories are kept (moved aside).
+    pub fn with_retired_retention(mut self, keep: std::time::Duration) -> Self {
+        self.retired_retention = keep;
+        self
+    }
+
+    pub fn component_dir(&self, id: &str, incarnation: &str) -> PathBuf {
+        self.components_dir.join(dir_name(id, incarnation))
+    }
+
+    /// Moves a component's directory aside (never deletes it), then purges
+    /// retired directories older than the retention.
+    fn retire(&self, id: &str, incarnation: &str) -> Result<(), RuntimeError> {
+        let name = dir_name(id, incarnation);
+        let dir = self.components_dir.join(&name);
+        if dir.exists() {
+            oi_proto::fsutil::create_private_dir(&self.retired_dir)
+                .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
+            let to = self
+                .retired_dir
+                .join(format!("{name}.{}", crate::supervisor::now_ms()));
+            std::fs::rename(&dir, &to).map_err(io_err(format!(
+                "move {} aside to {}",
+                dir.display(),
+                to.display()
+            )))?;
+            tracing::info!(component = %id, to = %to.display(), "component directory retired");
+        }
+        self.purge_retired();
+        Ok(())
+    }
+
+    /// Deletes retired directories older than the retention; a failure is
+    /// logged and retried at the next removal.
+    fn purge_retired(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.retired_dir) else {
+            return;
+        };
+        let now = crate::supervisor::now_ms();
+        let keep_ms = self.retired_retention.as_millis() as u64;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(at) = name.rsplit('.').next().and_then(|t| t.parse::<u64>().ok()) else {
+                continue;
+            };
+            if now.saturating_sub(at) < keep_ms {
+                continue;
+            }
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::info!(dir = %e.path().display(), "retired directory purged"),
+                Err(err) => {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "purge retired directory")
+                }
+            }
+        }
     }
 
     fn managed() -> HashMap<String, String> {
@@ -165,7 +241,7 @@ impl CriRuntime {
     /// Writes the spec's files atomically (directories 0700) and creates
     /// missing mount sources as directories.
     fn write_files(&self, c: &Component) -> Result<PathBuf, RuntimeError> {
-        let dir = self.component_dir(&c.id);
+        let dir = self.component_dir(&c.id, &c.incarnation);
         oi_proto::fsutil::create_private_dir(&dir)
             .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
         for f in &c.pod.files {
@@ -191,8 +267,9 @@ impl CriRuntime {
     }
 
     /// The files hash recorded when the component's files were last written.
-    fn written_files_hash(&self, id: &str) -> String {
-        std::fs::read_to_string(self.component_dir(id).join(FILES_MARKER)).unwrap_or_default()
+    fn written_files_hash(&self, id: &str, incarnation: &str) -> String {
+        std::fs::read_to_string(self.component_dir(id, incarnation).join(FILES_MARKER))
+            .unwrap_or_default()
     }
 
     fn labels(c: &Component, generation: u64) -> HashMap<String, String> {
@@ -201,11 +278,12 @@ impl CriRuntime {
             (LABEL_COMPONENT.to_string(), c.id.clone()),
             (LABEL_SPEC_HASH.to_string(), c.pod_hash()),
             (LABEL_GENERATION.to_string(), generation.to_string()),
+            (LABEL_INCARNATION.to_string(), c.incarnation.clone()),
         ])
     }
 
     fn sandbox_config(&self, c: &Component, generation: u64) -> cri::PodSandboxConfig {
-        let dir = dir_name(&c.id);
+        let dir = dir_name(&c.id, &c.incarnation);
         cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: dir.clone(),
@@ -501,9 +579,15 @@ impl Runtime for CriRuntime {
                     previous_exit,
                 });
             }
+            let incarnation = sb
+                .labels
+                .get(LABEL_INCARNATION)
+                .cloned()
+                .unwrap_or_default();
             out.push(ObservedPod {
-                files_hash: self.written_files_hash(&id),
+                files_hash: self.written_files_hash(&id, &incarnation),
                 component_id: id,
+                incarnation,
                 // A sandbox that is not ready (e.g. after a host reboot) cannot
                 // run containers again: an empty hash makes the plan replace it.
                 pod_hash: if sandbox_ready {
@@ -527,7 +611,9 @@ impl Runtime for CriRuntime {
             self.ensure_image(&k.image).await?;
         }
         let dir = self.write_files(component)?;
-        let log_dir = self.logs_dir.join(dir_name(&component.id));
+        let log_dir = self
+            .logs_dir
+            .join(dir_name(&component.id, &component.incarnation));
         std::fs::create_dir_all(&log_dir)
             .map_err(io_err(format!("create {}", log_dir.display())))?;
         // A sandbox of an earlier spec would hold the same ports: remove it.
@@ -663,17 +749,14 @@ impl Runtime for CriRuntime {
         Ok(())
     }
 
-    async fn remove(&self, component_id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, component_id: &str, incarnation: &str) -> Result<(), RuntimeError> {
         self.stop_pod(component_id).await?;
-        for dir in [
-            self.component_dir(component_id),
-            self.logs_dir.join(dir_name(component_id)),
-        ] {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(format!("remove {}", dir.display()))(e)),
-            }
+        self.retire(component_id, incarnation)?;
+        let logs = self.logs_dir.join(dir_name(component_id, incarnation));
+        match std::fs::remove_dir_all(&logs) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("remove {}", logs.display()))(e)),
         }
         Ok(())
     }

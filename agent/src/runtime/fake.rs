@@ -108,6 +108,7 @@ impl Runtime for FakeRuntime {
             component.id.clone(),
             ObservedPod {
                 component_id: component.id.clone(),
+                incarnation: component.incarnation.clone(),
                 pod_hash: component.pod_hash(),
                 files_hash: component.files_hash(),
                 generation,
@@ -174,7 +175,7 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn remove(&self, component_id: &str) -> Result<(), RuntimeError> {
+    async fn remove(&self, component_id: &str, _incarnation: &str) -> Result<(), RuntimeError> {
         let mut st = self.lock();
         if st.pods.remove(component_id).is_some() {
             *st.removes.entry(component_id.to_string()).or_default() += 1;

@@ -62,6 +62,8 @@ pub struct ObservedContainer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedPod {
     pub component_id: String,
+    /// The incarnation label (empty: none, or placed before incarnations).
+    pub incarnation: String,
     /// The pod hash label ([`oi_proto::model::PodSpec::pod_hash`]); empty
     /// when the sandbox can no longer run containers.
     pub pod_hash: String,
@@ -94,11 +96,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// command in its running container.
     async fn sync_files(&self, component: &Component) -> Result<(), RuntimeError>;
 
-    /// Stops and removes the component's pod and its files.
-    async fn remove(&self, component_id: &str) -> Result<(), RuntimeError>;
+    /// Stops and removes the component's pod; its directory (files and
+    /// data) of that incarnation is moved aside, never deleted here.
+    async fn remove(&self, component_id: &str, incarnation: &str) -> Result<(), RuntimeError>;
 }
 
 /// Connects the CRI runtime named in the agent's configuration.
 pub async fn connect(config: &crate::config::Config) -> anyhow::Result<cri::CriRuntime> {
-    Ok(cri::CriRuntime::connect(&config.cri_socket, &config.state_dir).await?)
+    Ok(
+        cri::CriRuntime::connect(&config.cri_socket, &config.state_dir)
+            .await?
+            .with_retired_retention(config.retired_retention),
+    )
 }

@@ -1190,6 +1190,7 @@ mod tests {
             })
             .collect();
         Component {
+            incarnation: String::new(),
             id: id.into(),
             cluster: cluster.into(),
             pod: PodSpec {

@@ -595,6 +595,7 @@ mod tests {
 
     fn comp(id: &str, image: &str) -> Component {
         Component {
+            incarnation: String::new(),
             id: id.into(),
             cluster: "c1".into(),
             pod: PodSpec {

@@ -104,6 +104,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
 
     let size = sizing(Kind::Apiserver, ctx.profile());
     Component {
+        incarnation: String::new(),
         id: ctx.id(Kind::Apiserver, slot.index),
         cluster: ctx.cluster().into(),
         pod: PodSpec {

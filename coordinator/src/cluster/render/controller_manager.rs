@@ -76,6 +76,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
 
     let size = sizing(Kind::ControllerManager, ctx.profile());
     Ok(Component {
+        incarnation: String::new(),
         id: ctx.id(Kind::ControllerManager, slot.index),
         cluster: ctx.cluster().into(),
         pod: PodSpec {

@@ -151,6 +151,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Component {
 
     let size = sizing(Kind::Etcd, ctx.profile());
     Component {
+        incarnation: String::new(),
         id: ctx.id(Kind::Etcd, slot.index),
         cluster: ctx.cluster().into(),
         pod: PodSpec {

@@ -77,6 +77,7 @@ pub(super) fn render(ctx: &Ctx<'_>) -> Component {
     let ingress = &ctx.input.allocation.ingress;
     let size = sizing(Kind::Haproxy, ctx.profile());
     Component {
+        incarnation: String::new(),
         id: super::ingress_id(ctx.cluster()),
         cluster: ctx.cluster().into(),
         pod: PodSpec {

@@ -71,6 +71,8 @@ impl std::str::FromStr for Profile {
 #[derive(Clone, Copy, Debug)]
 pub struct RenderInput<'a> {
     pub spec: &'a ClusterSpec,
+    /// The cluster's incarnation, set on every component it renders.
+    pub incarnation: &'a str,
     pub release: &'a Release,
     pub pki: &'a ClusterPki,
     /// Leaf certificates by replica slot index.
@@ -134,6 +136,9 @@ pub fn render_cluster(input: &RenderInput<'_>) -> Result<Vec<Placed>, RenderErro
         hypervisor: input.allocation.ingress.hypervisor.clone(),
         component: haproxy::render(&ctx),
     });
+    for p in &mut out {
+        p.component.incarnation = input.incarnation.to_string();
+    }
     out.sort_by(|a, b| a.component.id.cmp(&b.component.id));
     Ok(out)
 }

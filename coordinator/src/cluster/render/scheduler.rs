@@ -25,6 +25,7 @@ pub(super) fn render(ctx: &Ctx<'_>, r: &Replica<'_>) -> Result<Component, super:
 
     let size = sizing(Kind::Scheduler, ctx.profile());
     Ok(Component {
+        incarnation: String::new(),
         id: ctx.id(Kind::Scheduler, slot.index),
         cluster: ctx.cluster().into(),
         pod: PodSpec {

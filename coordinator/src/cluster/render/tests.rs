@@ -34,6 +34,7 @@ impl Fixture {
     fn input(&self, profile: Profile) -> RenderInput<'_> {
         RenderInput {
             spec: &self.spec,
+            incarnation: "0123456789abcdef",
             release: &self.release,
             pki: &self.pki,
             replica_certs: &self.certs,
