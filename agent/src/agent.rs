@@ -55,8 +55,18 @@ impl AgentHandle {
 pub async fn start<R: Runtime>(opts: AgentOptions, runtime: Arc<R>) -> Result<AgentHandle> {
     let held = state_file::load(&opts.link.state_path)
         .with_context(|| format!("load placement from {}", opts.link.state_path.display()))?;
+    let (held, released) = crate::release::apply_pending(&opts.link.state_path, held)
+        .context("apply the release request of `oi-agent release-held`")?;
+    for id in &released {
+        tracing::warn!(component = %id, "released by the operator: it will be removed (its directory moved aside)");
+    }
     if let Some(p) = &held {
-        tracing::info!(cursor = %p.cursor, components = p.components.len(), "resuming persisted placement");
+        tracing::info!(
+            cursor = %p.cursor,
+            components = p.components.len(),
+            held = p.held.len(),
+            "resuming persisted placement"
+        );
     }
     let runtime_info = runtime.info().await.context("query container runtime")?;
     let (desired_tx, desired_rx) = watch::channel(Arc::new(held.unwrap_or_default()));

@@ -10,6 +10,7 @@ pub mod link_file;
 pub mod plan;
 pub mod probe;
 pub mod reconnect;
+pub mod release;
 pub mod runtime;
 pub mod state_file;
 pub mod status;

@@ -472,9 +472,22 @@ impl Link {
     }
 
     fn on_snapshot(&self, placement: Placement) {
-        let verdict = self.desired.borrow().judge_snapshot(&placement.cursor);
-        match verdict {
-            Verdict::Apply => self.publish(placement),
+        let current = self.desired.borrow().clone();
+        match current.judge_snapshot(&placement.cursor) {
+            Verdict::Apply => {
+                if !current.cursor.epoch.is_empty()
+                    && current.cursor.epoch != placement.cursor.epoch
+                {
+                    tracing::warn!(
+                        from = %current.cursor,
+                        to = %placement.cursor,
+                        "the coordinator's store changed (another epoch): components it does not \
+                         name with the same incarnation keep running, held and reported as not \
+                         adopted, until released with `oi-agent release-held`"
+                    );
+                }
+                self.publish(current.succeed(placement, &[]))
+            }
             _ => tracing::debug!(cursor = %placement.cursor, "ignoring snapshot that is not newer"),
         }
     }
@@ -486,7 +499,7 @@ impl Link {
             Verdict::Apply => {
                 let mut next = (*current).clone();
                 next.apply(delta);
-                self.publish(next);
+                self.publish(current.succeed(next, &[]));
                 None
             }
             Verdict::Stale => {
@@ -500,12 +513,20 @@ impl Link {
         }
     }
 
-    /// Persist, then hand to the supervisor.
+    /// Persist, then hand to the supervisor. A placement that cannot be
+    /// persisted is not applied: after a restart the agent would resume the
+    /// older one on disk and remove what the newer one created. The
+    /// supervisor keeps running the held placement; the coordinator sends
+    /// the current one again on the next connect or update.
     fn publish(&self, placement: Placement) {
         if let Err(e) = state_file::save(&self.cfg.state_path, &placement) {
-            // Keep going: supervising the new placement matters more; the
-            // coordinator sends it again on the next connect.
-            tracing::error!(error = %e, path = %self.cfg.state_path.display(), "persist placement");
+            tracing::error!(
+                error = %format!("{e:#}"),
+                path = %self.cfg.state_path.display(),
+                cursor = %placement.cursor,
+                "cannot persist the placement: not applying it (the held one keeps running)"
+            );
+            return;
         }
         tracing::info!(
             cursor = %placement.cursor,

@@ -21,6 +21,24 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// List the components held from an earlier coordinator store (not
+    /// adopted by the current one), or release them so that they are
+    /// removed: their pods stop and their directories (etcd data included)
+    /// are moved aside, not deleted. Takes effect when the agent next
+    /// starts (`systemctl restart oi-agent`; no container restarts).
+    ReleaseHeld {
+        /// Release every held component.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Component ids to release, e.g. prod/etcd-0.
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -36,12 +54,50 @@ fn main() -> Result<()> {
     let config = RawConfig::load(&cli.config)?
         .validate()
         .with_context(|| format!("invalid configuration in {}", cli.config.display()))?;
+    if let Some(Command::ReleaseHeld { all, ids }) = cli.command {
+        return release_held(&config, all, ids);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start async runtime")?
         .block_on(run(config))
+}
+
+fn release_held(config: &oi_agent::config::Config, all: bool, ids: Vec<String>) -> Result<()> {
+    use oi_agent::release::{request, Release};
+    let state = config.placement_path();
+    let held = oi_agent::state_file::load(&state)?
+        .map(|p| p.held)
+        .unwrap_or_default();
+    if !all && ids.is_empty() {
+        if held.is_empty() {
+            println!("no component is held: every running component is in the current placement");
+        } else {
+            println!("held from an earlier coordinator store (running, not adopted):");
+            for id in held.keys() {
+                println!("  {id}");
+            }
+            println!("release with: oi-agent release-held --all, or oi-agent release-held ID...");
+        }
+        return Ok(());
+    }
+    if let Some(unknown) = ids.iter().find(|i| !held.contains_key(*i)) {
+        anyhow::bail!(
+            "{unknown} is not held here; `oi-agent release-held` lists the held components"
+        );
+    }
+    let n = if all { held.len() } else { ids.len() };
+    let release = if all { Release::All } else { Release::Ids(ids) };
+    request(&state, &release)?;
+    println!(
+        "release of {n} component(s) recorded; it takes effect when the agent starts: \
+         systemctl restart oi-agent (no container restarts; released pods stop and their \
+         directories are moved aside under {})",
+        config.state_dir.join("retired").display()
+    );
+    Ok(())
 }
 
 async fn run(config: oi_agent::config::Config) -> Result<()> {

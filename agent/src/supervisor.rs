@@ -83,7 +83,14 @@ impl<R: Runtime> Supervisor<R> {
 
     /// One pass. Returns when a backoff ends (unix ms), if one is pending.
     async fn reconcile(&mut self) -> Option<u64> {
-        let desired = self.desired.borrow_and_update().clone();
+        let placed = self.desired.borrow_and_update().clone();
+        // What runs: the placement, plus components held from an earlier
+        // epoch (never removed until released).
+        let desired = Arc::new(Placement {
+            cursor: placed.cursor.clone(),
+            components: placed.effective(),
+            held: Default::default(),
+        });
         let observed = match self.runtime.list().await {
             Ok(o) => o,
             Err(e) => {
@@ -111,10 +118,19 @@ impl<R: Runtime> Supervisor<R> {
         self.failures
             .retain(|id, _| desired.components.contains_key(id));
         self.sync_probes(&desired, &observed);
-        let statuses = {
+        let mut statuses = {
             let probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
             status::compute(&desired, &observed, &self.failures, &probes, now_ms())
         };
+        for st in &mut statuses {
+            if placed.held.contains_key(&st.id) {
+                st.reason = oi_proto::model::REASON_NOT_ADOPTED.into();
+                st.message = "kept running from an earlier coordinator store (another epoch); \
+                    the current one does not place it. Restore the right store, or release it \
+                    on this hypervisor with `oi-agent release-held`"
+                    .into();
+            }
+        }
         self.status.send_if_modified(|cur| {
             if *cur == statuses {
                 false

@@ -398,6 +398,7 @@ impl TryFrom<pb::Placement> for m::Placement {
                 .ok_or_else(|| bad("placement.cursor", "missing"))?
                 .into(),
             components: Default::default(),
+            held: Default::default(),
         };
         for c in p.components {
             let c: m::Component = c.try_into()?;

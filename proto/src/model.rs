@@ -341,7 +341,18 @@ pub struct Probe {
 pub struct Placement {
     pub cursor: Cursor,
     pub components: BTreeMap<String, Component>,
+    /// Agent-side only, never on the wire: components the agent ran under
+    /// an earlier epoch (another coordinator store: an empty or restored
+    /// one) that the current epoch does not name with the same incarnation.
+    /// The agent keeps them running and reports them as not adopted until
+    /// an operator releases them (`oi hypervisor release`): a coordinator
+    /// started on the wrong store must not wipe the fleet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, Component>,
 }
+
+/// Why a component runs without being in the current placement.
+pub const REASON_NOT_ADOPTED: &str = "NotAdopted";
 
 /// A change from the placement at `base_generation` to `generation`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -378,7 +389,43 @@ impl Placement {
                 generation,
             },
             components: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
+    }
+
+    /// What the agent holds after taking `next`, a placement judged newer
+    /// (a snapshot, or this one with a delta applied). Moving to another
+    /// epoch while components run holds them all; a held component is
+    /// adopted (no longer held) once the placement names its id with the
+    /// same incarnation, or released when `release` names it. A held
+    /// component keeps precedence over a placed one of the same id and
+    /// another incarnation: its data is not to be replaced silently.
+    pub fn succeed(&self, mut next: Placement, release: &[String]) -> Placement {
+        let mut held = self.held.clone();
+        if !self.cursor.epoch.is_empty() && next.cursor.epoch != self.cursor.epoch {
+            for (id, c) in &self.components {
+                held.insert(id.clone(), c.clone());
+            }
+        }
+        held.retain(|id, c| {
+            !release.contains(id)
+                && next
+                    .components
+                    .get(id)
+                    .is_none_or(|n| n.incarnation != c.incarnation)
+        });
+        next.held = held;
+        next
+    }
+
+    /// The components to run: the placed ones, with held ones in place of
+    /// any placed one of the same id.
+    pub fn effective(&self) -> BTreeMap<String, Component> {
+        let mut out = self.components.clone();
+        for (id, c) in &self.held {
+            out.insert(id.clone(), c.clone());
+        }
+        out
     }
 
     /// The delta that turns `self` into `newer`.
@@ -591,6 +638,52 @@ mod tests {
         assert_eq!(got.judge_delta(&delta), Verdict::Apply);
         got.apply(delta);
         assert_eq!(got, new);
+    }
+
+    #[test]
+    fn a_new_epoch_holds_what_runs_until_adopted_or_released() {
+        let a = comp("a", "1");
+        let b = comp("b", "1");
+        let old = placement(5, &[a.clone(), b.clone()]);
+        // An empty store: everything is held, nothing is placed.
+        let empty = Placement::new("e2", 1);
+        let got = old.succeed(empty.clone(), &[]);
+        assert!(got.components.is_empty());
+        assert_eq!(got.held.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(got.effective().len(), 2);
+        // Held survives later placements of the same epoch.
+        let mut later = Placement::new("e2", 2);
+        later.components.insert("c".into(), comp("c", "1"));
+        let got = got.succeed(later.clone(), &[]);
+        assert_eq!(got.held.len(), 2);
+        assert_eq!(got.effective().len(), 3);
+        // Named again with the same incarnation: adopted (a restored store).
+        let mut restored = Placement::new("e3", 9);
+        restored.components.insert("a".into(), comp("a", "2"));
+        let got2 = got.succeed(restored, &[]);
+        // a is adopted; b, c held (c from e2)
+        assert_eq!(got2.held.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(got2.effective()["a"].pod.containers[0].image, "2");
+        // Another incarnation under the same id does not replace a held one.
+        let mut other = Placement::new("e2", 3);
+        other.components.insert(
+            "a".into(),
+            Component {
+                incarnation: "new".into(),
+                ..comp("a", "3")
+            },
+        );
+        let got3 = got.succeed(other, &[]);
+        assert!(got3.held.contains_key("a"));
+        assert_eq!(got3.effective()["a"].pod.containers[0].image, "1");
+        // Released by the operator: no longer held.
+        let got4 = got3.succeed(got3.clone(), &["a".into(), "b".into()]);
+        assert!(got4.held.is_empty());
+        // The same epoch never holds anything.
+        let same = old.succeed(placement(6, &[a.clone()]), &[]);
+        assert!(same.held.is_empty());
+        // An agent that never had a placement holds nothing.
+        assert!(Placement::default().succeed(empty, &[]).held.is_empty());
     }
 
     #[test]

@@ -102,7 +102,8 @@ ok "alpha ready in $((SECONDS - start)) s"
 [ "$(stat -c %a "$WORK/alpha.kc")" = 600 ] || fail "kubeconfig file mode is $(stat -c %a "$WORK/alpha.kc"), want 600"
 endpoint=$("$OI" cluster get alpha -o json | sed -n 's/.*"endpoint": "\(.*\)".*/\1/p')
 case $endpoint in https://10.214.0.14:*) ok "endpoint $endpoint is on the public hypervisor" ;; *) fail "endpoint $endpoint" ;; esac
-grep -q "server: $endpoint" "$WORK/alpha.kc" || fail "kubeconfig does not point at $endpoint"
+kc_server() { kubectl --kubeconfig "$1" config view -o jsonpath='{.clusters[0].cluster.server}'; }
+[ "$(kc_server "$WORK/alpha.kc")" = "$endpoint" ] || fail "kubeconfig does not point at $endpoint"
 [ "$(kubectl --kubeconfig "$WORK/alpha.kc" get --raw /readyz)" = ok ] || fail "/readyz is not ok"
 ok "/readyz through the ingress: ok"
 kubectl --kubeconfig "$WORK/alpha.kc" create namespace x >/dev/null
@@ -129,7 +130,7 @@ for c in beta gamma; do
   "$OI" cluster kubeconfig "$c" -f "$WORK/$c.kc"
   readyz "$WORK/$c.kc" || fail "$c /readyz"
 done
-gamma_server=$(sed -n 's/^ *server: //p' "$WORK/gamma.kc")
+gamma_server=$(kc_server "$WORK/gamma.kc")
 # beta's credentials against gamma: gamma's serving CA is not beta's ...
 if kubectl --kubeconfig "$WORK/beta.kc" --server "$gamma_server" get ns >"$WORK/iso1" 2>&1; then
   fail "beta's kubeconfig reached gamma"
@@ -212,6 +213,40 @@ readyz "$WORK/alpha.kc" || fail "alpha /readyz after the restart"
 kubectl --kubeconfig "$WORK/alpha.kc" get ns -o name | grep -qx namespace/x || fail "alpha lost namespace x"
 ok "alpha still serves, with its data"
 
+step "a coordinator started on an empty store beside running agents removes nothing"
+held_on() { # HV: the components its agent holds from an earlier store
+  "$ROOT/target/debug/oi-agent" --config "$OI_BED_DIR/agents/$1/etc/config.toml" release-held | sed -n 's/^  //p'
+}
+before=$(our_tasks)
+kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
+sleep 1
+mkdir -p "$WORK/store"
+mv "$OI_BED_DIR"/coordinator/data/state.db* "$WORK/store/"
+bash "$BED/up.sh" >/dev/null
+retry 60 all_connected || fail "agents did not connect to the coordinator on an empty store"
+[ "$("$OI" cluster list -o json | tr -d ' \n')" = "[]" ] || fail "the empty store lists clusters"
+sleep 25 # what wiped the fleet took under 25 s
+after=$(our_tasks)
+[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed under a coordinator on an empty store"; }
+ok "$(echo "$before" | wc -l) containers kept running, the same ids and processes"
+held_on hv-public-1 | grep -q '^alpha/ingress$' || fail "hv-public-1 does not report alpha/ingress as held"
+readyz "$WORK/alpha.kc" || fail "alpha stopped answering under a coordinator on an empty store"
+kubectl --kubeconfig "$WORK/alpha.kc" get ns x >/dev/null || fail "alpha lost namespace x"
+ok "agents hold what they ran (not adopted), alpha serves its data"
+# The operator puts the right store back: everything is adopted again.
+kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
+sleep 1
+rm -f "$OI_BED_DIR"/coordinator/data/state.db*
+mv "$WORK"/store/state.db* "$OI_BED_DIR/coordinator/data/"
+bash "$BED/up.sh" >/dev/null
+retry 60 all_connected || fail "agents did not reconnect to the restored store"
+for c in alpha beta gamma; do retry 60 ready_phase "$c" || fail "$c not ready on the restored store"; done
+sleep 5
+for hv in "${HVS[@]}"; do [ -z "$(held_on "$hv")" ] || fail "$hv still holds $(held_on "$hv") after the restore"; done
+after=$(our_tasks)
+[ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed when the store was restored"; }
+ok "restored store: every component adopted again, nothing restarted"
+
 step "delete: no container, file or port of a cluster is left on any hypervisor"
 ports_of() { # listening TCP ports in the bed's port range, per hypervisor
   local hv
@@ -219,6 +254,25 @@ ports_of() { # listening TCP ports in the bed's port range, per hypervisor
     nsenter --net="/run/netns/oie-$hv" ss -ltnH | awk -v hv="$hv" '{n = split($4, a, ":"); p = a[n]} p >= 30000 && p <= 30999 {print hv, p}'
   done | sort -u
 }
+# recreate NAME REPLICAS NS: delete NAME and at once create it again; the
+# new cluster must be fresh (an empty etcd): namespace NS of the old one
+# must not exist, and the old one's etcd data is kept aside, not reused.
+recreate() {
+  "$OI" cluster delete "$1" --wait --timeout 2m >/dev/null || fail "delete $1 --wait"
+  "$OI" cluster create "$1" --kubernetes-version 1.20.2 --replicas "$2" --wait --timeout 5m \
+    >"$WORK/$1.recreate" 2>&1 || { cat "$WORK/$1.recreate" >&2; fail "recreate $1 with $2 replica(s)"; }
+  "$OI" cluster kubeconfig "$1" -f "$WORK/$1.kc" >/dev/null
+  retry 60 readyz "$WORK/$1.kc" || fail "recreated $1 does not answer"
+  if kubectl --kubeconfig "$WORK/$1.kc" get ns "$3" >/dev/null 2>&1; then
+    fail "recreated $1 has the deleted cluster's namespace $3: it started on the old etcd data"
+  fi
+  [ -z "$(kubectl --kubeconfig "$WORK/$1.kc" get secrets -A -o name | grep -v 'token\|bootstrap' || true)" ] ||
+    fail "recreated $1 has secrets of the deleted cluster"
+  ls -d "$OI_BED_DIR"/agents/*/state/retired/"$1"_etcd-0-* >/dev/null 2>&1 ||
+    fail "the deleted $1's etcd data is not kept aside in retired/"
+  ok "$1 deleted and at once created again with $2 replica(s): a fresh, empty cluster; the old data kept aside"
+}
+recreate alpha 3 x
 "$OI" cluster delete alpha
 if "$OI" cluster get alpha >/dev/null 2>&1; then fail "alpha still exists"; fi
 rc=0; "$OI" cluster get alpha >/dev/null 2>&1 || rc=$?
@@ -243,13 +297,14 @@ ok "beta serves its data from the new hypervisor"
 retry 60 no_containers_on "$from" '^beta/' || fail "containers of beta are left on $from"
 "$OI" hypervisor uncordon "$from" >/dev/null
 for c in beta gamma; do retry 60 readyz "$WORK/$c.kc" || fail "$c /readyz after the drain"; done
+recreate beta 1 kept
 
 "$OI" cluster delete beta
 "$OI" cluster delete gamma
 retry 90 no_containers_of . || { our_containers >&2; fail "containers are left after deleting every cluster"; }
 ok "no container of ours is left on any hypervisor"
 retry 30 no_component_dirs || { ls -R "$OI_BED_DIR"/agents/*/state/components >&2; fail "component files are left"; }
-ok "no component directory (keys, configs, etcd data) is left"
+ok "no component directory (keys, configs, etcd data) is left in use; removed ones are kept aside in retired/"
 left=$(ports_of)
 [ -z "$left" ] || { echo "$left" >&2; fail "ports still listening"; }
 ok "no host port of a cluster is listening"

@@ -208,24 +208,82 @@ pub fn compute(
             m
         },
     });
+    // Availability (the API answers through the ingress) and health (every
+    // component runs and passes its probe) are shown apart: an API that
+    // answers while controller-managers crash-loop is available, not ready.
     let ingress = ingress_id(cluster);
-    let ready = components.iter().any(|c| c.id == ingress && c.ready);
+    let available = components.iter().any(|c| c.id == ingress && c.ready);
     conditions.push(Condition {
-        kind: "Ready".into(),
-        status: ready,
-        reason: if ready {
+        kind: "Available".into(),
+        status: available,
+        reason: if available {
             "APIReachable"
         } else {
             "APINotReachable"
         }
         .into(),
-        message: if ready {
+        message: if available {
             format!(
                 "{}/readyz answers through the ingress",
                 allocation.endpoint()
             )
         } else {
             "the API does not answer /readyz through the ingress yet".into()
+        },
+    });
+    let unhealthy: Vec<String> = components
+        .iter()
+        .filter(|c| !(c.phase == Phase::Running && c.ready))
+        .map(|c| {
+            let mut s = format!("{} on {}", short(cluster, &c.id), c.hypervisor);
+            if c.phase == Phase::Running {
+                s.push_str(": running, not passing its probe");
+            } else {
+                s.push_str(&format!(": {}", c.phase.as_str()));
+            }
+            if !c.reason.is_empty() {
+                s.push_str(&format!(" ({})", c.reason));
+            }
+            s
+        })
+        .collect();
+    let healthy = unhealthy.is_empty() && !components.is_empty();
+    conditions.push(Condition {
+        kind: "Healthy".into(),
+        status: healthy,
+        reason: if healthy {
+            "AllComponentsReady"
+        } else {
+            "ComponentsNotReady"
+        }
+        .into(),
+        message: if healthy {
+            format!("{} components running and ready", components.len())
+        } else {
+            let more = unhealthy.len().saturating_sub(3);
+            let mut m = unhealthy.into_iter().take(3).collect::<Vec<_>>().join("; ");
+            if more > 0 {
+                m.push_str(&format!("; and {more} more"));
+            }
+            m
+        },
+    });
+    let ready = available && healthy;
+    conditions.push(Condition {
+        kind: "Ready".into(),
+        status: ready,
+        reason: match (available, healthy) {
+            (true, true) => "AvailableAndHealthy",
+            (false, _) => "NotAvailable",
+            (true, false) => "NotHealthy",
+        }
+        .into(),
+        message: if ready {
+            "the API answers through the ingress and every component is ready".into()
+        } else {
+            "ready needs the API to answer through the ingress (Available) and every component \
+             to run and pass its probe (Healthy)"
+                .into()
         },
     });
     let phase = match (ready, ever_ready) {
@@ -307,7 +365,11 @@ mod tests {
             placed("c/ingress", "hv-p", true, Some((Phase::Running, true))),
         ];
         let s = compute("c", Some(&a), "", &comps, true);
-        assert_eq!(s.phase, ClusterPhase::Ready);
+        assert_eq!(
+            s.phase,
+            ClusterPhase::Degraded,
+            "available, but a component's state is unknown: not ready"
+        );
         assert_eq!(
             s.components[0].phase,
             Phase::Unknown,
@@ -316,6 +378,66 @@ mod tests {
         assert!(s.conditions[1]
             .message
             .contains("etcd-0 on hv-a: unknown (HypervisorDisconnected)"));
+        let cond =
+            |s: &ClusterStatus, k: &str| s.conditions.iter().find(|c| c.kind == k).unwrap().status;
+        assert!(cond(&s, "Available"));
+        assert!(!cond(&s, "Healthy"));
+        assert!(!cond(&s, "Ready"));
+
+        // The observed case: the API answers through the ingress while the
+        // controller-managers and schedulers crash-loop. Available, not
+        // healthy, so not ready: `--wait` goes on waiting.
+        let mut comps = vec![
+            placed("c/etcd-0", "hv-a", true, Some((Phase::Running, true))),
+            placed(
+                "c/kube-apiserver-0",
+                "hv-a",
+                true,
+                Some((Phase::Running, true)),
+            ),
+            placed(
+                "c/kube-controller-manager-0",
+                "hv-a",
+                true,
+                Some((Phase::Failed, false)),
+            ),
+            placed(
+                "c/kube-scheduler-0",
+                "hv-a",
+                true,
+                Some((Phase::Running, false)),
+            ),
+            placed("c/ingress", "hv-p", true, Some((Phase::Running, true))),
+        ];
+        let s = compute("c", Some(&a), "", &comps, false);
+        assert_eq!(s.phase, ClusterPhase::Provisioning);
+        assert!(cond(&s, "Available"));
+        assert!(!cond(&s, "Healthy"));
+        let healthy = s.conditions.iter().find(|c| c.kind == "Healthy").unwrap();
+        assert!(
+            healthy
+                .message
+                .contains("kube-controller-manager-0 on hv-a: failed")
+                && healthy
+                    .message
+                    .contains("kube-scheduler-0 on hv-a: running, not passing its probe"),
+            "{}",
+            healthy.message
+        );
+        let s = compute("c", Some(&a), "", &comps, true);
+        assert_eq!(s.phase, ClusterPhase::Degraded);
+        for c in &mut comps {
+            c.observed = Some(ComponentStatus {
+                id: c.id.clone(),
+                spec_hash: "h".into(),
+                phase: Phase::Running,
+                ready: true,
+                ..Default::default()
+            });
+        }
+        let s = compute("c", Some(&a), "", &comps, false);
+        assert_eq!(s.phase, ClusterPhase::Ready);
+        assert!(cond(&s, "Ready") && cond(&s, "Healthy") && cond(&s, "Available"));
 
         let comps = vec![placed("c/ingress", "hv-p", true, None)];
         let s = compute("c", Some(&a), "", &comps, true);
