@@ -680,7 +680,7 @@ mod tests {
         let got4 = got3.succeed(got3.clone(), &["a".into(), "b".into()]);
         assert!(got4.held.is_empty());
         // The same epoch never holds anything.
-        let same = old.succeed(placement(6, &[a.clone()]), &[]);
+        let same = old.succeed(placement(6, std::slice::from_ref(&a)), &[]);
         assert!(same.held.is_empty());
         // An agent that never had a placement holds nothing.
         assert!(Placement::default().succeed(empty, &[]).held.is_empty());
