@@ -30,12 +30,7 @@ pub struct Supervisor<R> {
     probe_changed: Arc<Notify>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use oi_proto::clock::unix_ms as now_ms;
 
 impl<R: Runtime> Supervisor<R> {
     pub fn new(

@@ -62,12 +62,7 @@ pub(crate) fn store_err(e: StoreError) -> OpError {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use oi_proto::clock::unix_ms;
 
 impl Coordinator {
     /// The scheduler's view of the fleet, without `cluster`'s own components.

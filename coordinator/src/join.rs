@@ -20,12 +20,7 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Bound of `--uses`.
 pub const MAX_TOKEN_USES: u32 = 1000;
 
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub(crate) use oi_proto::clock::unix_ms;
 
 pub fn token_view(t: &JoinToken, now_unix_ms: u64) -> JoinTokenView {
     JoinTokenView {

@@ -89,6 +89,7 @@ impl Operations for Coordinator {
     }
 
     async fn list_hypervisors(&self) -> Result<Vec<HypervisorSummary>, OpError> {
+        let now = oi_proto::clock::unix_ms();
         Ok(self
             .hypervisors()
             .into_iter()
@@ -101,11 +102,19 @@ impl Operations for Coordinator {
                 let (cpu, mem) = containers.fold((0, 0), |(c, m), k| {
                     (c + k.resources.cpu_millis, m + k.resources.memory_bytes)
                 });
+                let connected = matches!(v.link, LinkState::Connected { .. });
+                let not_adopted = v
+                    .observed
+                    .iter()
+                    .flat_map(|r| &r.components)
+                    .filter(|c| c.reason == oi_proto::model::REASON_NOT_ADOPTED)
+                    .map(|c| c.id.clone())
+                    .collect();
                 HypervisorSummary {
                     name: v.record.name.clone(),
                     role: v.record.role,
                     address: v.record.address.clone(),
-                    connected: matches!(v.link, LinkState::Connected { .. }),
+                    connected,
                     cordoned: v.record.cordoned,
                     port_range: v.record.host_ports.to_string(),
                     cpu_millis: v.record.cpu_millis,
@@ -114,7 +123,13 @@ impl Operations for Coordinator {
                     memory_bytes_requested: mem,
                     components: v.placement.components.len() as u32,
                     generation: v.record.generation,
-                    last_seen_unix_ms: v.record.last_seen_unix_ms,
+                    // A linked agent is seen now (keepalives every 5 s).
+                    last_seen_unix_ms: if connected {
+                        Some(now)
+                    } else {
+                        v.record.last_seen_unix_ms
+                    },
+                    not_adopted,
                 }
             })
             .collect())

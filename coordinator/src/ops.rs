@@ -130,7 +130,10 @@ pub struct HypervisorSummary {
     pub memory_bytes_requested: u64,
     pub components: u32,
     pub generation: u64,
+    /// Now while connected; when the link last ended otherwise.
     pub last_seen_unix_ms: Option<u64>,
+    /// Components the agent holds from an earlier store (not adopted).
+    pub not_adopted: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -7,6 +7,7 @@
 //! * [`close`]: the connection close codes and their meaning.
 //! * [`tls`]: rustls/quinn configuration for the mutually authenticated link.
 
+pub mod clock;
 pub mod close;
 pub mod convert;
 pub mod frame;

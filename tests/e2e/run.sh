@@ -230,6 +230,8 @@ after=$(our_tasks)
 [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed under a coordinator on an empty store"; }
 ok "$(echo "$before" | wc -l) containers kept running, the same ids and processes"
 held_on hv-public-1 | grep -q '^alpha/ingress$' || fail "hv-public-1 does not report alpha/ingress as held"
+retry 30 sh -c "'$OI' hypervisor list 2>&1 >/dev/null | grep -q 'hv-public-1 runs .* not adopted.*alpha/ingress'" ||
+  fail "oi hypervisor list does not show hv-public-1's components as not adopted"
 readyz "$WORK/alpha.kc" || fail "alpha stopped answering under a coordinator on an empty store"
 kubectl --kubeconfig "$WORK/alpha.kc" get ns x >/dev/null || fail "alpha lost namespace x"
 ok "agents hold what they ran (not adopted), alpha serves its data"

@@ -216,6 +216,11 @@ impl Operations for Fake {
             components: 2,
             generation: 3,
             last_seen_unix_ms: connected.then_some(1_700_000_000_000),
+            not_adopted: if connected {
+                vec![]
+            } else {
+                vec!["old/etcd-0".into(), "old/ingress".into()]
+            },
         };
         Ok(vec![
             hv("hv-private-1", Role::Private, true),
@@ -846,6 +851,15 @@ async fn fleet_and_versions() {
     let lines: Vec<&str> = hv.ok().lines().collect();
     assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("NAME") && lines[0].contains("LAST SEEN"));
+    assert!(lines[0].contains("NOT ADOPTED"), "{lines:?}");
+    assert!(
+        hv.stderr.contains(
+            "hv-public-1 runs 2 component(s) this store does not place (not adopted): \
+             old/etcd-0, old/ingress"
+        ) && hv.stderr.contains("oi-agent release-held --all"),
+        "{}",
+        hv.stderr
+    );
     assert!(lines[1].starts_with("hv-private-1") && lines[1].contains("500m/4000m"));
     assert!(
         lines[2].contains("1Gi/8Gi") && lines[2].ends_with("never"),

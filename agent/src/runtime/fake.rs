@@ -21,12 +21,7 @@ pub struct FakeRuntime {
     state: Mutex<State>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use oi_proto::clock::unix_ms as now_ms;
 
 impl FakeRuntime {
     pub fn new() -> Self {

@@ -214,6 +214,7 @@ impl From<HypervisorSummary> for pb::Hypervisor {
             components: h.components,
             generation: h.generation,
             last_seen_unix_ms: h.last_seen_unix_ms.unwrap_or(0),
+            not_adopted: h.not_adopted,
         }
     }
 }
@@ -238,6 +239,7 @@ impl TryFrom<pb::Hypervisor> for HypervisorSummary {
             components: h.components,
             generation: h.generation,
             last_seen_unix_ms: (h.last_seen_unix_ms != 0).then_some(h.last_seen_unix_ms),
+            not_adopted: h.not_adopted,
         })
     }
 }
@@ -423,6 +425,7 @@ mod tests {
                 components: 3,
                 generation: 7,
                 last_seen_unix_ms: last_seen,
+                not_adopted: vec!["old/etcd-0".into()],
             };
             assert_eq!(
                 HypervisorSummary::try_from(pb::Hypervisor::from(h.clone())),

@@ -26,15 +26,28 @@ pub async fn hypervisors(ctx: &mut Ctx<'_>, format: Format) -> CliResult {
         ctx.note("no hypervisors: start an agent (see `oi-agent --help`)");
         return Ok(());
     }
-    ctx.out(&hypervisor_table(&list, now_ms()))
+    ctx.out(&hypervisor_table(&list, now_ms()))?;
+    for h in list.iter().filter(|h| !h.not_adopted.is_empty()) {
+        let shown: Vec<&str> = h.not_adopted.iter().take(5).map(String::as_str).collect();
+        let more = h.not_adopted.len().saturating_sub(shown.len());
+        ctx.note(&format!(
+            "{} runs {} component(s) this store does not place (not adopted): {}{}. They keep \
+             running. Restore the store they came from, or release them on {0}: \
+             oi-agent release-held --all",
+            h.name,
+            h.not_adopted.len(),
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use oi_proto::clock::unix_ms as now_ms;
 
 pub fn hypervisor_table(list: &[HypervisorSummary], now_ms: u64) -> String {
     let rows: Vec<Vec<String>> = list
@@ -54,6 +67,7 @@ pub fn hypervisor_table(list: &[HypervisorSummary], now_ms: u64) -> String {
                     bytes(h.memory_bytes)
                 ),
                 h.components.to_string(),
+                h.not_adopted.len().to_string(),
                 h.generation.to_string(),
                 ago(h.last_seen_unix_ms, now_ms),
             ]
@@ -70,6 +84,7 @@ pub fn hypervisor_table(list: &[HypervisorSummary], now_ms: u64) -> String {
             "CPU",
             "MEMORY",
             "COMPONENTS",
+            "NOT ADOPTED",
             "GENERATION",
             "LAST SEEN",
         ],

@@ -20,10 +20,7 @@ pub struct PlacedComponent {
     pub observed: Option<ComponentStatus>,
 }
 
-/// The id of the ingress component of `cluster`.
-pub fn ingress_id(cluster: &str) -> String {
-    format!("{cluster}/ingress")
-}
+use crate::cluster::render::ingress_id;
 
 pub fn component_view(p: &PlacedComponent) -> ComponentView {
     let mut v = ComponentView {

@@ -524,12 +524,7 @@ impl Session<'_> {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use oi_proto::clock::unix_ms;
 
 #[cfg(test)]
 mod tests {
