@@ -153,6 +153,24 @@ pub fn compute(
         }
         out.push(s);
     }
+    // Pods of components no longer placed are removed before statuses are
+    // computed; one still here failed to go, and is reported until it does.
+    let mut leftover: Vec<&str> = observed
+        .iter()
+        .map(|p| p.component_id.as_str())
+        .filter(|id| !desired.components.contains_key(*id))
+        .collect();
+    leftover.sort_unstable();
+    leftover.dedup();
+    for id in leftover {
+        out.push(ComponentStatus {
+            id: id.to_string(),
+            phase: Phase::Pending,
+            reason: oi_proto::model::REASON_REMOVING.into(),
+            message: "no longer placed here; its removal failed and is retried".into(),
+            ..Default::default()
+        });
+    }
     out
 }
 
@@ -275,5 +293,37 @@ mod tests {
 
     fn none_probes() -> HashMap<ProbeKey, ProbeView> {
         HashMap::new()
+    }
+
+    #[test]
+    fn a_pod_no_longer_placed_is_reported_removing() {
+        let c = comp(false);
+        let mut gone = comp(false);
+        gone.id = "old".into();
+        let observed = vec![
+            pod(&c, ContainerState::Running, 0),
+            pod(&gone, ContainerState::Running, 0),
+        ];
+        let s = compute(
+            &placed(&c),
+            &observed,
+            &HashMap::new(),
+            &HashMap::new(),
+            3_000,
+        );
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].id.as_str(), s[0].phase), ("a", Phase::Running));
+        assert_eq!(
+            (s[1].id.as_str(), s[1].reason.as_str()),
+            ("old", oi_proto::model::REASON_REMOVING)
+        );
+        let s = compute(
+            &placed(&c),
+            &observed[..1],
+            &HashMap::new(),
+            &HashMap::new(),
+            3_000,
+        );
+        assert_eq!(s.len(), 1, "nothing left over: nothing reported removing");
     }
 }

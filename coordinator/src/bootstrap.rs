@@ -132,20 +132,30 @@ pub async fn apply(kubeconfig: &str, objects: &Objects) -> anyhow::Result<()> {
 impl Coordinator {
     /// Bootstraps every ready cluster not yet bootstrapped at its endpoint.
     pub async fn bootstrap_ready(&self) {
-        let Ok(clusters) = self.list_clusters().await else {
+        let Ok(records) = self.inner.store.list_clusters().await else {
             return;
         };
-        for view in clusters {
+        for record in records {
+            let view = self.view(record.clone());
             let name = view.spec.name.clone();
             let endpoint = view.status.endpoint.clone();
+            if view.status.phase == ClusterPhase::Ready && record.ready_unix_ms.is_none() {
+                // Remembered across restarts: a cluster that stops
+                // answering later reads as degraded, not provisioning.
+                if let Err(e) = self
+                    .inner
+                    .store
+                    .mark_cluster_ready(&name, oi_proto::clock::unix_ms())
+                    .await
+                {
+                    tracing::warn!(cluster = %name, error = %e, "record that the cluster was ready");
+                }
+            }
             if view.status.phase != ClusterPhase::Ready
                 || self.bootstrapped(&name) == Some(endpoint.clone())
             {
                 continue;
             }
-            let Ok(Some(record)) = self.inner.store.get_cluster(&name).await else {
-                continue;
-            };
             let Some(allocation) = record.allocation else {
                 continue;
             };

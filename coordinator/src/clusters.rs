@@ -133,7 +133,7 @@ impl Coordinator {
                     initial_cluster: everyone.clone(),
                     existing: current.is_some(),
                     pending: current.is_some(),
-                    leaving: false,
+                    ..Default::default()
                 };
             }
         }
@@ -277,6 +277,7 @@ impl Coordinator {
             allocation,
             pending_reason,
             created_unix_ms: unix_ms(),
+            ready_unix_ms: None,
         };
         self.commit_cluster(&record, true, changes).await?;
         tracing::info!(
@@ -301,6 +302,13 @@ impl Coordinator {
         {
             return Err(store_err(StoreError::UnknownCluster(name.to_string())));
         }
+        let held: std::collections::BTreeSet<String> = inner
+            .index
+            .views()
+            .into_iter()
+            .filter(|v| v.placement.components.values().any(|c| c.cluster == name))
+            .map(|v| v.record.name)
+            .collect();
         let changes: Vec<PlacementChange> = inner
             .index
             .component_ids(name)
@@ -322,8 +330,35 @@ impl Coordinator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        inner
+            .membership_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        inner
+            .removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), held);
         tracing::info!(cluster = %name, components = changes.len(), "cluster deleted");
         Ok(())
+    }
+
+    /// What still holds components of deleted cluster `name`; a deletion
+    /// confirmed by every agent is forgotten.
+    pub fn cluster_leftovers(&self, name: &str) -> Vec<crate::cluster::removal::Leftover> {
+        let views = self.inner.index.views();
+        let mut removals = self
+            .inner
+            .removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let held = removals.get(name).cloned().unwrap_or_default();
+        let left = crate::cluster::removal::leftovers(name, &held, &views);
+        if left.is_empty() {
+            removals.remove(name);
+        }
+        left
     }
 
     pub async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError> {
@@ -363,7 +398,7 @@ impl Coordinator {
             .map_err(|e| OpError::Internal(format!("issue admin kubeconfig: {e:#}")))
     }
 
-    fn view(&self, record: ClusterRecord) -> ClusterView {
+    pub(crate) fn view(&self, record: ClusterRecord) -> ClusterView {
         let name = record.spec.name.clone();
         let placed = self.inner.index.placed(Some(&name));
         let mut ever = self
@@ -376,7 +411,7 @@ impl Coordinator {
             record.allocation.as_ref(),
             &record.pending_reason,
             &placed,
-            ever.contains(&name),
+            ever.contains(&name) || record.ready_unix_ms.is_some(),
         );
         if status.phase == crate::ops::ClusterPhase::Ready {
             ever.insert(name.clone());
@@ -384,9 +419,17 @@ impl Coordinator {
         drop(ever);
         let mut status = status;
         if let Some(allocation) = &record.allocation {
-            status
-                .conditions
-                .insert(1, status::replicas(record.spec.replicas, allocation));
+            let step_error = self
+                .inner
+                .membership_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&name)
+                .cloned();
+            status.conditions.insert(
+                1,
+                status::replicas(record.spec.replicas, allocation, step_error.as_deref()),
+            );
             let done = self
                 .inner
                 .bootstrapped

@@ -44,6 +44,14 @@ pub(crate) struct Inner {
     pub cluster_lock: tokio::sync::Mutex<()>,
     /// Clusters seen ready since this coordinator started (ready → degraded).
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last failed etcd membership step per cluster (for its Replicas
+    /// condition); cleared when a pass completes.
+    pub membership_errors: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Deleted clusters not yet confirmed gone: the hypervisors that held
+    /// their components at the delete (in memory; after a restart only
+    /// what connected agents report counts).
+    pub removals:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
     /// Per cluster: the endpoint it was bootstrapped at, or the last error.
     pub bootstrapped: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
     /// Hypervisors being drained: the scheduler keeps no slot on them.
@@ -235,6 +243,8 @@ impl Coordinator {
             next_conn_id: AtomicU64::new(1),
             cluster_lock: tokio::sync::Mutex::new(()),
             ever_ready: Default::default(),
+            membership_errors: Default::default(),
+            removals: Default::default(),
             bootstrapped: Default::default(),
             draining: Default::default(),
             endpoints,
@@ -270,6 +280,7 @@ impl Coordinator {
             ))
         });
         tracing::info!(%link_addr, ?metrics_addr, ?api_addr, "coordinator started");
+        crate::crash_point::warn_if_armed();
         Ok(Running {
             coordinator,
             link_addr,

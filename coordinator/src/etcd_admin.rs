@@ -69,6 +69,15 @@ impl EtcdAdmin {
         Ok(())
     }
 
+    /// Replaces a member's peer URLs (its replica's address changed).
+    pub async fn update_peer(&mut self, id: u64, peer_url: &str) -> Result<()> {
+        self.client
+            .member_update(id, [peer_url.to_string()])
+            .await
+            .with_context(|| format!("update etcd member {id:x} to {peer_url}"))?;
+        Ok(())
+    }
+
     pub async fn remove(&mut self, id: u64) -> Result<()> {
         self.client
             .member_remove(id)

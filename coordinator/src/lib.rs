@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod clusters;
 pub mod config;
 pub mod coordinator;
+pub mod crash_point;
 pub mod etcd_admin;
 pub mod http;
 pub mod hypervisors;

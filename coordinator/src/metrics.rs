@@ -28,6 +28,7 @@ pub struct Metrics {
     pub placement_messages: Family<ReasonLabel, Counter>,
     pub join_attempts: Family<ReasonLabel, Counter>,
     pub certificates_renewed: Counter,
+    pub membership_step_failures: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -81,8 +82,15 @@ impl Metrics {
             "Hypervisor certificates renewed over the link",
             certificates_renewed.clone(),
         );
+        let membership_step_failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "membership_step_failures",
+            "Managed clusters' etcd membership steps that failed, by step (promote, add, remove, ...)",
+            membership_step_failures.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            membership_step_failures,
             join_attempts,
             certificates_renewed,
             connected_agents,
@@ -105,6 +113,14 @@ impl Metrics {
         self.placement_messages
             .get_or_create(&ReasonLabel {
                 reason: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn membership_failed(&self, step: &str) {
+        self.membership_step_failures
+            .get_or_create(&ReasonLabel {
+                reason: step.to_string(),
             })
             .inc();
     }

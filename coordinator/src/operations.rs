@@ -7,7 +7,7 @@ use crate::coordinator::Coordinator;
 use crate::index::LinkState;
 use crate::ops::{
     ApplyOutcome, ClusterView, ComponentView, CreatedToken, DrainOutcome, HypervisorSummary,
-    JoinRequest, JoinTokenView, Joined, OpError, Operations, RemoveOutcome, VersionInfo,
+    JoinRequest, JoinTokenView, Joined, Leftover, OpError, Operations, RemoveOutcome, VersionInfo,
 };
 use async_trait::async_trait;
 use oi_proto::model::Role;
@@ -82,6 +82,10 @@ impl Operations for Coordinator {
 
     async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
         Coordinator::delete_cluster(self, name).await
+    }
+
+    async fn cluster_leftovers(&self, name: &str) -> Result<Vec<Leftover>, OpError> {
+        Ok(Coordinator::cluster_leftovers(self, name))
     }
 
     async fn kubeconfig(&self, name: &str) -> Result<String, OpError> {

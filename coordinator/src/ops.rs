@@ -3,6 +3,7 @@
 //! wire codes in one place; [`crate::coordinator::Coordinator`] implements it.
 
 use crate::cluster::model::ClusterSpec;
+pub use crate::cluster::removal::Leftover;
 use crate::tokens::TokenState;
 use async_trait::async_trait;
 use oi_proto::model::{Phase, Role};
@@ -258,6 +259,9 @@ pub trait Operations: Send + Sync + 'static {
     /// Removes every component of the cluster from every hypervisor and
     /// forgets its state.
     async fn delete_cluster(&self, name: &str) -> Result<(), OpError>;
+    /// What still holds components of deleted cluster `name`, as the
+    /// agents report it; empty once every hypervisor removed them.
+    async fn cluster_leftovers(&self, name: &str) -> Result<Vec<Leftover>, OpError>;
     /// An admin kubeconfig (a fresh client certificate) for the cluster.
     async fn kubeconfig(&self, name: &str) -> Result<String, OpError>;
     async fn list_hypervisors(&self) -> Result<Vec<HypervisorSummary>, OpError>;

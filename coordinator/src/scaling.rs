@@ -99,25 +99,61 @@ impl Coordinator {
         Ok(record)
     }
 
-    /// Takes one membership step for every cluster that needs one.
+    /// Takes membership steps for every cluster that needs one: a step that
+    /// only records intent is followed at once by the step it prepares.
+    /// A failure is logged, counted and shown in the cluster's Replicas
+    /// condition, and retried on the next pass.
     pub async fn reconcile_replicas(&self) {
         let Ok(records) = self.inner.store.list_clusters().await else {
             return;
         };
         for record in records.iter().filter(|r| needs_step(r)) {
             let name = &record.spec.name;
-            if let Err(e) = self.replica_step(name).await {
-                tracing::warn!(cluster = %name, error = %e, "scale control plane");
+            for _ in 0..4 {
+                match self.replica_step(name).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        self.set_membership_error(name, None);
+                        break;
+                    }
+                    Err((step, e)) => {
+                        tracing::warn!(cluster = %name, %step, error = %e, "etcd membership step failed; retrying");
+                        self.inner.metrics.membership_failed(step);
+                        self.set_membership_error(name, Some(format!("{step}: {e}")));
+                        break;
+                    }
+                }
             }
         }
     }
 
-    /// One step toward the declared replica count.
-    pub async fn replica_step(&self, name: &str) -> Result<(), OpError> {
+    fn set_membership_error(&self, name: &str, error: Option<String>) {
+        let mut errors = self
+            .inner
+            .membership_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => {
+                errors.insert(name.to_string(), e);
+            }
+            None => {
+                errors.remove(name);
+            }
+        }
+    }
+
+    /// One step toward the declared replica count. Returns whether another
+    /// step follows at once (intent was recorded), or the failed step.
+    pub async fn replica_step(&self, name: &str) -> Result<bool, (&'static str, OpError)> {
         let _clusters = self.inner.cluster_lock.lock().await;
-        let (mut record, mut secrets, mut allocation) = self.load(name).await?;
-        let mut etcd = self.etcd(&secrets, &allocation).await?;
-        let members = etcd.members().await.map_err(internal)?;
+        let (mut record, mut secrets, mut allocation) =
+            self.load(name).await.map_err(|e| ("load", e))?;
+        let mut etcd = self
+            .etcd(&secrets, &allocation)
+            .await
+            .map_err(|e| ("connect", e))?;
+        let members = etcd.members().await.map_err(|e| ("list", internal(e)))?;
 
         // Learners that were promoted are full members now.
         let mut promoted = false;
@@ -133,31 +169,64 @@ impl Coordinator {
         }
         if promoted {
             record.allocation = Some(allocation);
-            return self.commit_cluster(&record, false, Vec::new()).await;
+            self.commit_cluster(&record, false, Vec::new())
+                .await
+                .map_err(|e| ("record promotion", e))?;
+            return Ok(true);
         }
 
         let count = allocation.replicas.len() as u32;
-        match next_step(record.spec.replicas, &allocation.replicas, &members) {
-            Step::Done => Ok(()),
+        let step = next_step(name, record.spec.replicas, &allocation.replicas, &members);
+        // Records `next` (and its placement) as the cluster's allocation.
+        let commit =
+            |record: &mut ClusterRecord, secrets: &mut ClusterSecrets, next: Allocation| {
+                let changes = self
+                    .render_changes(&record.spec, secrets, Some(&allocation), &next)
+                    .map_err(|e| match e {
+                        PlaceError::NoRoom(why) => OpError::Unavailable(why),
+                        PlaceError::Fatal(e) => e,
+                    });
+                changes.and_then(|c| {
+                    record.secrets = secrets.encode()?;
+                    record.allocation = Some(next);
+                    Ok(c)
+                })
+            };
+        match step {
+            Step::Done => Ok(false),
             Step::RemoveStray { member_id } => {
                 tracing::info!(cluster = %name, member = %format!("{member_id:x}"), "removing an etcd member no replica owns");
-                etcd.remove(member_id).await.map_err(internal)
+                etcd.remove(member_id)
+                    .await
+                    .map_err(|e| ("remove stray member", internal(e)))?;
+                Ok(true)
+            }
+            Step::UpdatePeer {
+                index,
+                member_id,
+                peer_url,
+            } => {
+                tracing::info!(cluster = %name, replica = index, %peer_url, "etcd member's address changed: updating it");
+                etcd.update_peer(member_id, &peer_url)
+                    .await
+                    .map_err(|e| ("update member", internal(e)))?;
+                Ok(true)
             }
             Step::Promote { index, member_id } => match etcd.promote(member_id).await {
                 Ok(()) => {
                     tracing::info!(cluster = %name, replica = index, "etcd learner promoted");
-                    Ok(())
+                    Ok(true)
                 }
-                Err(e) => {
-                    tracing::debug!(cluster = %name, replica = index, error = %format!("{e:#}"), "learner not promoted yet");
-                    Ok(())
-                }
+                // Expected while the learner catches up: shown, counted, retried.
+                Err(e) => Err(("promote", internal(e))),
             },
             Step::AddMember { index } => {
                 if let Some(s) = allocation.replicas.iter().find(|s| s.index == index) {
-                    etcd.add_learner(&peer(s)).await.map_err(internal)?;
+                    etcd.add_learner(&peer(s))
+                        .await
+                        .map_err(|e| ("add member", internal(e)))?;
                 }
-                Ok(())
+                Ok(true)
             }
             Step::Grow => {
                 // One more slot than there are now (a leaving one counts: its
@@ -166,58 +235,117 @@ impl Coordinator {
                 {
                     Ok(a) => a,
                     Err(PlaceError::NoRoom(why)) => {
-                        return Err(OpError::Unavailable(format!("cannot add a replica: {why}")))
+                        return Err((
+                            "grow",
+                            OpError::Unavailable(format!("cannot add a replica: {why}")),
+                        ))
                     }
-                    Err(PlaceError::Fatal(e)) => return Err(e),
+                    Err(PlaceError::Fatal(e)) => return Err(("grow", e)),
                 };
                 // etcd takes one learner at a time: one replica per step, and
                 // the others exactly as they are.
-                let Some(new) = proposed
+                let Some(mut new) = proposed
                     .replicas
                     .into_iter()
                     .find(|s| !allocation.replicas.iter().any(|o| o.index == s.index))
                 else {
-                    return Ok(());
+                    return Ok(false);
                 };
+                // Intent first: the slot (and its certificates) recorded as
+                // `adding`, with no pods, before etcd is asked.
+                new.etcd.adding = true;
                 let mut next = allocation.clone();
                 next.replicas.push(new.clone());
-                let new = &new;
-                let changes =
-                    match self.render_changes(&record.spec, &mut secrets, Some(&allocation), &next)
-                    {
-                        Ok(c) => c,
-                        Err(PlaceError::NoRoom(why)) => return Err(OpError::Unavailable(why)),
-                        Err(PlaceError::Fatal(e)) => return Err(e),
-                    };
-                // The member first: a replica that starts before it is added
-                // is refused by the cluster.
-                etcd.add_learner(&peer(new)).await.map_err(internal)?;
+                let changes = commit(&mut record, &mut secrets, next).map_err(|e| ("grow", e))?;
                 tracing::info!(cluster = %name, replica = new.index, hypervisor = %new.hypervisor, "adding a control-plane replica");
-                record.secrets = secrets.encode()?;
-                record.allocation = Some(next);
-                self.commit_cluster(&record, false, changes).await
+                self.commit_cluster(&record, false, changes)
+                    .await
+                    .map_err(|e| ("record grow", e))?;
+                crate::crash_point::here(crate::crash_point::GROW_AFTER_INTENT);
+                Ok(true)
             }
-            Step::Shrink { index, member_id } => {
-                // The member first, so the others never wait for a member
-                // whose pods are gone.
-                if let Some(id) = member_id {
-                    etcd.remove(id).await.map_err(internal)?;
+            Step::AddLearner { index } | Step::PlaceReplica { index } => {
+                let Some(s) = allocation.replicas.iter().find(|s| s.index == index) else {
+                    return Ok(false);
+                };
+                if matches!(step, Step::AddLearner { .. }) {
+                    // The member first: a replica that starts before it is
+                    // added is refused by the cluster.
+                    etcd.add_learner(&peer(s))
+                        .await
+                        .map_err(|e| ("add learner", internal(e)))?;
+                    crate::crash_point::here(crate::crash_point::GROW_AFTER_ADD);
                 }
                 let mut next = allocation.clone();
-                next.replicas.retain(|s| s.index != index);
+                for s in next.replicas.iter_mut().filter(|s| s.index == index) {
+                    s.etcd.adding = false;
+                    s.etcd.pending = true;
+                }
                 let changes =
-                    match self.render_changes(&record.spec, &mut secrets, Some(&allocation), &next)
-                    {
-                        Ok(c) => c,
-                        Err(PlaceError::NoRoom(why)) => return Err(OpError::Unavailable(why)),
-                        Err(PlaceError::Fatal(e)) => return Err(e),
-                    };
-                tracing::info!(cluster = %name, replica = index, "removed a control-plane replica");
-                record.secrets = secrets.encode()?;
+                    commit(&mut record, &mut secrets, next).map_err(|e| ("place replica", e))?;
+                self.commit_cluster(&record, false, changes)
+                    .await
+                    .map_err(|e| ("record learner", e))?;
+                tracing::info!(cluster = %name, replica = index, "etcd learner added; replica placed");
+                Ok(true)
+            }
+            Step::Shrink { index } => {
+                // Intent first: recorded as `removing` (pods stay) before
+                // etcd is asked; a removed member is never added back.
+                let mut next = allocation.clone();
+                for s in next.replicas.iter_mut().filter(|s| s.index == index) {
+                    s.etcd.removing = true;
+                }
                 record.allocation = Some(next);
-                self.commit_cluster(&record, false, changes).await
+                self.commit_cluster(&record, false, Vec::new())
+                    .await
+                    .map_err(|e| ("record shrink", e))?;
+                tracing::info!(cluster = %name, replica = index, "removing a control-plane replica");
+                Ok(true)
+            }
+            Step::RemoveMember { index, member_id } => {
+                // The member first, so the others never wait for a member
+                // whose pods are gone.
+                etcd.remove(member_id)
+                    .await
+                    .map_err(|e| ("remove member", internal(e)))?;
+                crate::crash_point::here(crate::crash_point::SHRINK_AFTER_REMOVE);
+                self.drop_replica(name, &mut record, &mut secrets, &allocation, index)
+                    .await?;
+                Ok(true)
+            }
+            Step::DropReplica { index } => {
+                self.drop_replica(name, &mut record, &mut secrets, &allocation, index)
+                    .await?;
+                Ok(true)
             }
         }
+    }
+
+    /// Records a replica whose member was removed: the slot and its pods go.
+    async fn drop_replica(
+        &self,
+        name: &str,
+        record: &mut ClusterRecord,
+        secrets: &mut ClusterSecrets,
+        allocation: &Allocation,
+        index: u32,
+    ) -> Result<(), (&'static str, OpError)> {
+        let mut next = allocation.clone();
+        next.replicas.retain(|s| s.index != index);
+        let changes = self
+            .render_changes(&record.spec, secrets, Some(allocation), &next)
+            .map_err(|e| match e {
+                PlaceError::NoRoom(why) => ("drop replica", OpError::Unavailable(why)),
+                PlaceError::Fatal(e) => ("drop replica", e),
+            })?;
+        record.secrets = secrets.encode().map_err(|e| ("drop replica", e))?;
+        record.allocation = Some(next);
+        self.commit_cluster(record, false, changes)
+            .await
+            .map_err(|e| ("record removal", e))?;
+        tracing::info!(cluster = %name, replica = index, "removed a control-plane replica");
+        Ok(())
     }
 
     /// Moves a placed cluster's pieces off hypervisors that are gone, being

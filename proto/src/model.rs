@@ -353,6 +353,10 @@ pub struct Placement {
 
 /// Why a component runs without being in the current placement.
 pub const REASON_NOT_ADOPTED: &str = "NotAdopted";
+/// A component no longer placed whose pod is still there (its removal
+/// failed and is retried): the coordinator waits for it before it calls
+/// a deletion done.
+pub const REASON_REMOVING: &str = "Removing";
 
 /// A change from the placement at `base_generation` to `generation`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

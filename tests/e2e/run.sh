@@ -40,6 +40,10 @@ fail() {
   echo "  FAIL: $*" >&2
   echo "--- coordinator log (tail)" >&2
   tail -n 30 "$OI_BED_DIR/coordinator/log" >&2 || true
+  for log in "$OI_BED_DIR"/agents/*/log; do
+    echo "--- ${log#"$OI_BED_DIR/"} (tail)" >&2
+    tail -n 8 "$log" >&2 || true
+  done
   exit 1
 }
 # retry SECONDS CMD...: until CMD succeeds.
@@ -154,11 +158,12 @@ beta0() { # tasks of beta's replica 0 (etcd, apiserver, controller-manager, sche
     ctr_hv "$hv" tasks ls | awk -v id="$id" '$1 == id {print $1, $2}'
   done | sort
 }
-beta_running() { # N: beta has N components, all running and ready
+cluster_running() { # CLUSTER N: CLUSTER has N components, all running and ready
   local json
-  json=$("$OI" component list --cluster beta -o json)
-  [ "$(grep -c '"id"' <<<"$json")" = "$1" ] && [ "$(grep -c '"ready": true' <<<"$json")" = "$1" ]
+  json=$("$OI" component list --cluster "$1" -o json)
+  [ "$(grep -c '"id"' <<<"$json")" = "$2" ] && [ "$(grep -c '"ready": true' <<<"$json")" = "$2" ]
 }
+beta_running() { cluster_running beta "$1"; }
 beta_ingress() { # the ingress task of beta on the public hypervisor
   local id
   for id in $(ctr_hv hv-public-1 containers ls -q 'labels."oneinfra.io/component"=="beta/ingress"'); do
@@ -230,7 +235,7 @@ after=$(our_tasks)
 [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed under a coordinator on an empty store"; }
 ok "$(echo "$before" | wc -l) containers kept running, the same ids and processes"
 held_on hv-public-1 | grep -q '^alpha/ingress$' || fail "hv-public-1 does not report alpha/ingress as held"
-retry 30 sh -c "'$OI' hypervisor list 2>&1 >/dev/null | grep -q 'hv-public-1 runs .* not adopted.*alpha/ingress'" ||
+retry 30 sh -c "'$OI' hypervisor list 2>&1 >/dev/null | grep -q 'hv-public-1 runs .*(not adopted): .*alpha/ingress'" ||
   fail "oi hypervisor list does not show hv-public-1's components as not adopted"
 readyz "$WORK/alpha.kc" || fail "alpha stopped answering under a coordinator on an empty store"
 kubectl --kubeconfig "$WORK/alpha.kc" get ns x >/dev/null || fail "alpha lost namespace x"
@@ -249,6 +254,63 @@ after=$(our_tasks)
 [ "$before" = "$after" ] || { diff <(echo "$before") <(echo "$after") >&2; fail "containers changed when the store was restored"; }
 ok "restored store: every component adopted again, nothing restarted"
 
+step "the coordinator dies inside etcd membership steps: restarted, it finishes each step, never repeats it"
+# restart_coordinator [VAR=VALUE...]: kill -9 the coordinator, start it again
+# with VAR=VALUE in its environment.
+restart_coordinator() {
+  kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")" 2>/dev/null || true
+  sleep 1
+  env "$@" bash "$BED/up.sh" >/dev/null
+  retry 60 all_connected || fail "agents did not reconnect"
+}
+coordinator_died() { ! kill -0 "$(cat "$OI_BED_DIR/coordinator/pid")" 2>/dev/null; }
+hv_of() { # ID: the hypervisor a component is placed on
+  "$OI" component list -o json | jq -r --arg id "$1" '.[] | select(.id == $id) | .hypervisor'
+}
+# etcd_members CLUSTER: "name learner" of each member, sorted, as replica 0's
+# etcd lists them (an added learner that has not started has no name yet).
+etcd_members() {
+  local hv id url dir
+  hv=$(hv_of "$1/etcd-0")
+  for id in $(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"==\"$1/etcd-0\""); do
+    url=$(ctr_hv "$hv" containers info "$id" | jq -r '.Spec.process.args[]?' | sed -n 's/^--advertise-client-urls=//p')
+    [ -n "$url" ] && break
+  done
+  dir=$(ls -d "$OI_BED_DIR/agents/$hv/state/components/$1_apiserver-0-"* | head -n 1)
+  ETCDCTL_API=3 etcdctl --endpoints "$url" --cacert "$dir/pki/etcd/server-ca.crt" \
+    --cert "$dir/pki/apiserver-etcd-client.crt" --key "$dir/pki/apiserver-etcd-client.key" \
+    member list -w json | jq -r '.members[] | "\(.name // "") \(.isLearner // false)"' | sort
+}
+members_are() { [ "$(etcd_members "$1")" = "$2" ]; }
+kubectl --kubeconfig "$WORK/gamma.kc" create namespace kept-g >/dev/null
+restart_coordinator OI_CRASH_AT=grow-after-add-learner
+"$OI" cluster scale gamma --replicas 3 >/dev/null
+retry 60 coordinator_died || fail "the coordinator did not die at grow-after-add-learner"
+grep -q 'OI_CRASH_AT=grow-after-add-learner' "$OI_BED_DIR/coordinator/log" || fail "the coordinator died elsewhere"
+members_are gamma "$(printf ' true\ngamma-0 false')" ||
+  { etcd_members gamma >&2; fail "gamma's etcd should hold its member and the learner added before the crash"; }
+ok "died after adding gamma's learner, before recording it: etcd has the learner, the store only the intent"
+restart_coordinator
+start=$SECONDS
+retry 240 cluster_running gamma 13 || { "$OI" cluster get gamma >&2; fail "gamma did not reach 3 ready replicas after the crash"; }
+members_are gamma "$(printf 'gamma-0 false\ngamma-1 false\ngamma-2 false')" ||
+  { etcd_members gamma >&2; fail "gamma's etcd members after the interrupted grow"; }
+ok "restarted, it adopted the learner (no second one), placed it and grew to 3 members in $((SECONDS - start)) s"
+restart_coordinator OI_CRASH_AT=shrink-after-remove-member
+"$OI" cluster scale gamma --replicas 1 >/dev/null
+retry 60 coordinator_died || fail "the coordinator did not die at shrink-after-remove-member"
+members_are gamma "$(printf 'gamma-0 false\ngamma-1 false')" ||
+  { etcd_members gamma >&2; fail "gamma's etcd should have lost one member before the crash"; }
+ok "died after removing gamma's member 2, before recording it"
+restart_coordinator
+start=$SECONDS
+retry 240 cluster_running gamma 5 || { "$OI" cluster get gamma >&2; fail "gamma did not shrink to 1 replica after the crash"; }
+members_are gamma 'gamma-0 false' || { etcd_members gamma >&2; fail "gamma's etcd members after the interrupted shrink"; }
+retry 60 no_containers_of '^gamma/.*-[12]$' || fail "containers of removed gamma replicas are left"
+retry 60 readyz "$WORK/gamma.kc" || fail "gamma /readyz after the interrupted steps"
+kubectl --kubeconfig "$WORK/gamma.kc" get ns kept-g >/dev/null || fail "gamma lost its data"
+ok "restarted, it dropped the removed replica and shrank to 1 member in $((SECONDS - start)) s; data kept"
+
 step "delete: no container, file or port of a cluster is left on any hypervisor"
 ports_of() { # listening TCP ports in the bed's port range, per hypervisor
   local hv
@@ -260,7 +322,9 @@ ports_of() { # listening TCP ports in the bed's port range, per hypervisor
 # new cluster must be fresh (an empty etcd): namespace NS of the old one
 # must not exist, and the old one's etcd data is kept aside, not reused.
 recreate() {
-  "$OI" cluster delete "$1" --wait --timeout 2m >/dev/null || fail "delete $1 --wait"
+  "$OI" cluster delete "$1" --wait --timeout 2m >"$WORK/$1.delete" || { cat "$WORK/$1.delete" >&2; fail "delete $1 --wait"; }
+  # --wait returns once every agent reports the pieces removed: none is left.
+  no_containers_of "^$1/" || { our_containers >&2; fail "delete $1 --wait returned while containers of $1 were left"; }
   "$OI" cluster create "$1" --kubernetes-version 1.20.2 --replicas "$2" --wait --timeout 5m \
     >"$WORK/$1.recreate" 2>&1 || { cat "$WORK/$1.recreate" >&2; fail "recreate $1 with $2 replica(s)"; }
   "$OI" cluster kubeconfig "$1" -f "$WORK/$1.kc" >/dev/null

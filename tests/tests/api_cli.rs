@@ -35,6 +35,8 @@ const VERSION: &str = "1.20.2";
 #[derive(Default)]
 struct Fake {
     clusters: Mutex<BTreeMap<String, (ClusterView, u32)>>,
+    /// Deleted clusters: how many more looks still find a leftover.
+    removing: Mutex<BTreeMap<String, u32>>,
 }
 
 fn component(cluster: &str, id: &str, phase: Phase) -> ComponentView {
@@ -187,10 +189,24 @@ impl Operations for Fake {
 
     async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
         let mut clusters = self.clusters.lock().unwrap();
-        clusters
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| not_found(name))
+        clusters.remove(name).ok_or_else(|| not_found(name))?;
+        self.removing.lock().unwrap().insert(name.to_string(), 2);
+        Ok(())
+    }
+
+    async fn cluster_leftovers(&self, name: &str) -> Result<Vec<Leftover>, OpError> {
+        let mut removing = self.removing.lock().unwrap();
+        match removing.get_mut(name) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Ok(vec![Leftover {
+                    hypervisor: "hv-private-1".into(),
+                    components: vec![format!("{name}/etcd-0")],
+                    reason: "its agent has not removed them yet".into(),
+                }])
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     async fn kubeconfig(&self, name: &str) -> Result<String, OpError> {
@@ -841,7 +857,11 @@ next: oi cluster kubeconfig w > w.kubeconfig
     let run = api
         .oi(&["cluster", "delete", "w", "--wait", "--timeout", "5s"])
         .await;
-    assert_eq!(run.ok(), "cluster/w deleted\n");
+    assert_eq!(
+        run.ok(),
+        "cluster/w deleted\ncluster w: removing from 1 hypervisor(s)\n  hv-private-1: w/etcd-0 \
+         (its agent has not removed them yet)\ncluster w removed from every hypervisor\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

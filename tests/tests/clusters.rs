@@ -266,3 +266,67 @@ async fn coordinator_restart_keeps_clusters_without_changing_any_spec() {
     }
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_is_done_only_when_every_agent_removed_its_pieces() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(
+        dir.path(),
+        &[("hv-a", Role::Private), ("hv-p", Role::Public)],
+    )
+    .await;
+    let c = coord.coordinator.clone();
+    c.create_cluster(ClusterSpec::new("t", "1.20.2", 1))
+        .await
+        .unwrap();
+    for a in &agents {
+        let rt = a.runtime.clone();
+        eventually("pods run", || !rt.pods().is_empty()).await;
+    }
+    // hv-a's agent goes away; its pods keep running.
+    let a = agents.remove(0);
+    let runtime = a.runtime.clone();
+    a.handle.shutdown().await;
+    eventually("hv-a disconnected", || {
+        c.hypervisors().iter().any(|v| {
+            v.record.name == "hv-a"
+                && matches!(v.link, oi_coordinator::index::LinkState::Disconnected)
+        })
+    })
+    .await;
+    assert!(!runtime.pods().is_empty());
+
+    c.delete_cluster("t").await.unwrap();
+    // hv-p removes its ingress; hv-a cannot have removed anything.
+    eventually("only hv-a is left", || {
+        let left = c.cluster_leftovers("t");
+        left.len() == 1
+            && left[0].hypervisor == "hv-a"
+            && left[0].reason.starts_with("disconnected")
+    })
+    .await;
+    assert!(
+        agents[0].runtime.pods().is_empty(),
+        "hv-p removed its pieces"
+    );
+
+    // The agent comes back, applies the deletion, and the deletion is done.
+    let link = link_config(
+        &c,
+        coord.link_addr,
+        "hv-a",
+        "hv-a",
+        Role::Private,
+        dir.path(),
+    );
+    let back = start_agent(link, runtime.clone()).await;
+    eventually("nothing left", || c.cluster_leftovers("t").is_empty()).await;
+    assert!(runtime.pods().is_empty(), "hv-a removed its pieces");
+
+    back.handle.shutdown().await;
+    for a in agents {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+}

@@ -629,3 +629,51 @@ async fn refusals_are_clear_logged_and_counted() {
     }
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_on_an_empty_store_sees_what_agents_hold() {
+    use oi_coordinator::ops::Operations;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let coord = start_coordinator(dir.path(), None).await.unwrap();
+    let link_addr = coord.link_addr;
+    let c = coord.coordinator.clone();
+    let link = link_config(&c, link_addr, "hv-a", "hv-a", Role::Private, dir.path());
+    let mut agent = start_agent(link, Arc::new(FakeRuntime::new())).await;
+    wait_connected(&mut agent).await;
+    c.upsert_component("hv-a", component("x", "img:1"))
+        .await
+        .unwrap();
+    wait_for(&mut agent.handle.status, "x runs", |s| running(s, "x")).await;
+    coord.shutdown().await;
+
+    // The operator starts the coordinator on an empty store (same link CA).
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("state.db") {
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let coord = start_coordinator(dir.path(), Some(link_addr))
+        .await
+        .unwrap();
+    let c = coord.coordinator.clone();
+    wait_for(&mut agent.handle.status, "x held, not adopted", |s| {
+        s.iter()
+            .any(|s| s.id == "x" && s.reason == oi_proto::model::REASON_NOT_ADOPTED)
+    })
+    .await;
+    eventually_async("the coordinator lists x as not adopted on hv-a", || {
+        let c = c.clone();
+        async move {
+            let list = c.list_hypervisors().await.unwrap();
+            list.iter()
+                .any(|h| h.name == "hv-a" && h.not_adopted == vec!["x".to_string()])
+        }
+    })
+    .await;
+    assert_eq!(agent.runtime.create_count("x"), 1, "x kept running");
+    agent.handle.shutdown().await;
+    coord.shutdown().await;
+}

@@ -80,6 +80,21 @@ impl Clusters for Api {
         Ok(Response::new(pb::DeleteResponse {}))
     }
 
+    async fn removal(&self, req: Request<pb::ClusterRef>) -> Reply<pb::RemovalResponse> {
+        let name = req.into_inner().name;
+        let left = self.ops.cluster_leftovers(&name).await.map_err(to_status)?;
+        Ok(Response::new(pb::RemovalResponse {
+            leftovers: left
+                .into_iter()
+                .map(|l| pb::Leftover {
+                    hypervisor: l.hypervisor,
+                    components: l.components,
+                    reason: l.reason,
+                })
+                .collect(),
+        }))
+    }
+
     async fn kubeconfig(&self, req: Request<pb::ClusterRef>) -> Reply<pb::KubeconfigResponse> {
         let who = admin(&req);
         let name = req.into_inner().name;

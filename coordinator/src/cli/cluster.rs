@@ -3,7 +3,7 @@
 use super::apply::parse_documents;
 use super::exit::{one_line, CliError, CliResult, Exit};
 use super::output::{fields, or_none, serialized, table, yes_no, Format};
-use super::wait::{is_ready, poll, Look};
+use super::wait::{is_ready, poll, poll_removed, Look};
 use super::{CreateArgs, Ctx, WaitArgs};
 use crate::api::convert::outcome_from_str;
 use crate::cluster::model::ClusterSpec;
@@ -260,14 +260,30 @@ pub async fn delete(ctx: &mut Ctx<'_>, name: &str, w: WaitArgs) -> CliResult {
         .clone()
         .delete(pb::ClusterRef { name: name.into() })
         .await?;
+    ctx.out(&format!("cluster/{name} deleted\n"))?;
     if w.wait {
-        let what = format!("cluster {name} to be gone");
-        watch(ctx, &client, name, &what, w.timeout, |l| {
-            matches!(l, Look::Gone)
+        // Gone from the store at once; gone from the hypervisors only when
+        // every agent that held a piece of it says so.
+        let n = name.to_string();
+        poll_removed(ctx.io.stdout, name, ctx.poll, w.timeout, || {
+            let mut client = client.clone();
+            let name = n.clone();
+            async move {
+                let r = client.removal(pb::ClusterRef { name }).await?.into_inner();
+                Ok(r.leftovers
+                    .into_iter()
+                    .map(|l| crate::ops::Leftover {
+                        hypervisor: l.hypervisor,
+                        components: l.components,
+                        reason: l.reason,
+                    })
+                    .collect())
+            }
         })
         .await?;
+        ctx.out(&format!("cluster {name} removed from every hypervisor\n"))?;
     }
-    ctx.out(&format!("cluster/{name} deleted\n"))
+    Ok(())
 }
 
 pub async fn kubeconfig(ctx: &mut Ctx<'_>, name: &str, file: Option<&Path>) -> CliResult {

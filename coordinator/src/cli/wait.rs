@@ -171,6 +171,85 @@ pub fn humanize(d: Duration) -> String {
     }
 }
 
+/// One line per hypervisor that still holds components of a deleted
+/// cluster.
+pub fn leftover_lines(left: &[crate::ops::Leftover]) -> Vec<String> {
+    left.iter()
+        .map(|l| {
+            if l.components.is_empty() {
+                format!("  {}: {}", l.hypervisor, l.reason)
+            } else {
+                format!(
+                    "  {}: {} ({})",
+                    l.hypervisor,
+                    l.components.join(", "),
+                    l.reason
+                )
+            }
+        })
+        .collect()
+}
+
+/// Polls `look` (a deleted cluster's leftovers) until none is left,
+/// printing what is left whenever it changes, for at most `timeout`.
+pub async fn poll_removed<F, Fut>(
+    out: &mut (dyn std::io::Write + Send),
+    name: &str,
+    interval: Duration,
+    timeout: Duration,
+    mut look: F,
+) -> CliResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CliResult<Vec<crate::ops::Leftover>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last: Option<Vec<String>> = None;
+    let mut unavailable = false;
+    loop {
+        match look().await {
+            Ok(left) if left.is_empty() => return Ok(()),
+            Ok(left) => {
+                unavailable = false;
+                let lines = leftover_lines(&left);
+                if last.as_ref() != Some(&lines) {
+                    let _ = writeln!(
+                        out,
+                        "cluster {name}: removing from {} hypervisor(s)",
+                        left.len()
+                    );
+                    for line in &lines {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    last = Some(lines);
+                }
+            }
+            Err(e) if e.exit == Exit::Unavailable => {
+                if !unavailable {
+                    let _ = writeln!(out, "  (coordinator unavailable, retrying: {})", e.message);
+                }
+                unavailable = true;
+            }
+            Err(e) => return Err(e),
+        }
+        let _ = out.flush();
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let left = last.map(|l| l.join(";")).unwrap_or_default();
+            return Err(CliError::new(
+                Exit::TimedOut,
+                format!(
+                    "timed out after {} waiting for cluster {name} to be removed from every \
+                     hypervisor; still there:{left}. The cluster is deleted; its agents remove \
+                     the rest when they can (see `oi hypervisor list` and the agents' logs)",
+                    humanize(timeout)
+                ),
+            ));
+        }
+        tokio::time::sleep(interval.min(deadline - now)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

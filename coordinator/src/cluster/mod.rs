@@ -6,6 +6,7 @@ pub mod kubeconfig;
 pub mod membership;
 pub mod model;
 pub mod pki;
+pub mod removal;
 pub mod render;
 pub mod schedule;
 pub mod status;

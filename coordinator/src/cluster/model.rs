@@ -266,6 +266,16 @@ pub struct EtcdJoin {
     /// first, then this member is removed (not rendered).
     #[serde(default)]
     pub leaving: bool,
+    /// Intent, recorded before etcd is asked: this slot's member is being
+    /// added as a learner. Its pods are not placed until the add is
+    /// recorded (a member that starts before it is added is refused).
+    #[serde(default)]
+    pub adding: bool,
+    /// Intent, recorded before etcd is asked: this slot's member is being
+    /// removed. Its pods stay until the removal is recorded, and the
+    /// member is never added back.
+    #[serde(default)]
+    pub removing: bool,
 }
 
 /// The ingress (haproxy) on a public hypervisor.

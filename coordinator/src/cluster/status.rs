@@ -93,12 +93,23 @@ pub fn bootstrapped(last: Option<&Result<String, String>>, endpoint: &str) -> Co
 }
 
 /// The Replicas condition: declared count versus the slots, with the
-/// replicas joining (learners) and leaving (migrating off a hypervisor).
-pub fn replicas(desired: u32, allocation: &Allocation) -> Condition {
+/// replicas joining (learners) and leaving (migrating off a hypervisor),
+/// and the last etcd membership step that failed (retried), if any.
+pub fn replicas(desired: u32, allocation: &Allocation, step_error: Option<&str>) -> Condition {
     let slots = &allocation.replicas;
     let mut moving = Vec::new();
     for s in slots {
-        if s.etcd.leaving {
+        if s.etcd.adding {
+            moving.push(format!(
+                "replica {} being added on {}",
+                s.index, s.hypervisor
+            ));
+        } else if s.etcd.removing {
+            moving.push(format!(
+                "replica {} being removed from {}",
+                s.index, s.hypervisor
+            ));
+        } else if s.etcd.leaving {
             moving.push(format!("replica {} leaving {}", s.index, s.hypervisor));
         } else if s.etcd.pending {
             moving.push(format!("replica {} joining on {}", s.index, s.hypervisor));
@@ -108,6 +119,11 @@ pub fn replicas(desired: u32, allocation: &Allocation) -> Condition {
     let mut message = format!("{} of {desired} replica(s)", slots.len());
     if !moving.is_empty() {
         message.push_str(&format!("; {}", moving.join(", ")));
+    }
+    if let Some(e) = step_error {
+        message.push_str(&format!(
+            "; last etcd membership step failed (retrying): {e}"
+        ));
     }
     Condition {
         kind: "Replicas".into(),
@@ -299,7 +315,7 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::model::{IngressSlot, ReplicaPorts, ReplicaSlot};
+    use crate::cluster::model::{EtcdJoin, IngressSlot, ReplicaPorts, ReplicaSlot};
 
     fn alloc() -> Allocation {
         Allocation {
@@ -448,5 +464,51 @@ mod tests {
         p.spec_hash = "new".into();
         let v = component_view(&p);
         assert_eq!((v.phase, v.reason.as_str()), (Phase::Pending, "Updating"));
+    }
+
+    #[test]
+    fn replicas_condition_says_what_moves_and_what_failed() {
+        let mut a = alloc();
+        let one = a.replicas[0].clone();
+        for (i, etcd) in [
+            EtcdJoin {
+                adding: true,
+                ..Default::default()
+            },
+            EtcdJoin {
+                pending: true,
+                ..Default::default()
+            },
+            EtcdJoin {
+                removing: true,
+                ..Default::default()
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut s = one.clone();
+            s.index = i as u32 + 1;
+            s.etcd = etcd;
+            a.replicas.push(s);
+        }
+        let c = replicas(3, &a, None);
+        assert!(!c.status);
+        assert_eq!(c.reason, "Reconfiguring");
+        assert_eq!(
+            c.message,
+            "4 of 3 replica(s); replica 1 being added on hv-a, replica 2 joining on hv-a, \
+             replica 3 being removed from hv-a"
+        );
+        let c = replicas(3, &a, Some("add learner: etcd unavailable"));
+        assert!(c.message.ends_with(
+            "; last etcd membership step failed (retrying): add learner: etcd unavailable"
+        ));
+        let c = replicas(1, &alloc(), None);
+        assert!(c.status);
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("AsDeclared", "1 of 1 replica(s)")
+        );
     }
 }

@@ -70,6 +70,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX agent_identities_by_name ON agent_identities(name);
     "#,
+    // 4: when a cluster was first ready (NULL: never), so a cluster that
+    // stops answering reads as degraded, not provisioning, also after a
+    // coordinator restart.
+    r#"
+    ALTER TABLE clusters ADD COLUMN ready_unix_ms INTEGER;
+    "#,
 ];
 
 pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;

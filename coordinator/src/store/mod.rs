@@ -125,6 +125,9 @@ pub struct ClusterRecord {
     /// Why it is not placed (empty when placed).
     pub pending_reason: String,
     pub created_unix_ms: u64,
+    /// When it was first ready; `None`: never. Written only by
+    /// [`Store::mark_cluster_ready`] (a cluster write keeps it).
+    pub ready_unix_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for ClusterRecord {
@@ -193,6 +196,10 @@ pub trait Store: Send + Sync + 'static {
         create: bool,
         changes: &[PlacementChange],
     ) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Records that cluster `name` was ready at `unix_ms`, unless it was
+    /// before (a missing cluster is no error: it was deleted meanwhile).
+    async fn mark_cluster_ready(&self, name: &str, unix_ms: u64) -> Result<(), StoreError>;
 
     /// Deletes a cluster record and applies `changes` (its components'
     /// removal) in one transaction.

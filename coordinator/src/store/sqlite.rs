@@ -206,9 +206,18 @@ fn apply_placement(
     Ok(generations)
 }
 
-const CLUSTER_COLUMNS: &str = "name, spec, secrets, allocation, pending_reason, created_unix_ms";
+const CLUSTER_COLUMNS: &str =
+    "name, spec, secrets, allocation, pending_reason, created_unix_ms, ready_unix_ms";
 
-type ClusterRow = (String, String, Vec<u8>, Option<String>, String, i64);
+type ClusterRow = (
+    String,
+    String,
+    Vec<u8>,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+);
 
 fn cluster_row(r: &Row<'_>) -> rusqlite::Result<ClusterRow> {
     Ok((
@@ -218,11 +227,12 @@ fn cluster_row(r: &Row<'_>) -> rusqlite::Result<ClusterRow> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
 fn decode_cluster(sealer: &Sealer, row: ClusterRow) -> Result<ClusterRecord, StoreError> {
-    let (name, spec, secrets, allocation, pending_reason, created) = row;
+    let (name, spec, secrets, allocation, pending_reason, created, ready) = row;
     let corrupt = |what: &str, e: serde_json::Error| {
         StoreError::Corrupt(format!("cluster {name} {what}: {e}"))
     };
@@ -235,6 +245,7 @@ fn decode_cluster(sealer: &Sealer, row: ClusterRow) -> Result<ClusterRecord, Sto
             .map_err(|e| corrupt("allocation", e))?,
         pending_reason,
         created_unix_ms: created as u64,
+        ready_unix_ms: ready.map(|r| r as u64),
     })
 }
 
@@ -478,6 +489,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn mark_cluster_ready(&self, name: &str, unix_ms: u64) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |conn, _| {
+            conn.execute(
+                "UPDATE clusters SET ready_unix_ms = ?2 WHERE name = ?1 AND ready_unix_ms IS NULL",
+                params![name, unix_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn delete_cluster(
         &self,
         name: &str,
@@ -710,6 +733,7 @@ mod tests {
             allocation: None,
             pending_reason: "no room".into(),
             created_unix_ms: 5,
+            ready_unix_ms: None,
         };
         let g = store
             .put_cluster(&rec, true, &[up("a", c.clone())])
@@ -731,6 +755,16 @@ mod tests {
         assert_eq!(
             store.list_components().await.unwrap(),
             vec![("a".to_string(), c)]
+        );
+        // First ready: kept by later writes, and the first time stays.
+        store.mark_cluster_ready("c1", 42).await.unwrap();
+        store.mark_cluster_ready("c1", 43).await.unwrap();
+        store.mark_cluster_ready("gone", 43).await.unwrap();
+        store.put_cluster(&changed, false, &[]).await.unwrap();
+        let got = store.get_cluster("c1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.ready_unix_ms, got.pending_reason.as_str()),
+            (Some(42), "")
         );
         drop(store);
 

@@ -114,7 +114,8 @@ pub enum RenderError {
 pub fn render_cluster(input: &RenderInput<'_>) -> Result<Vec<Placed>, RenderError> {
     let ctx = Ctx::new(input)?;
     let mut out = Vec::new();
-    for slot in &input.allocation.replicas {
+    // A slot whose member is only about to be added has no pods yet.
+    for slot in input.allocation.replicas.iter().filter(|s| !s.etcd.adding) {
         let certs = input
             .replica_certs
             .get(&slot.index)
@@ -228,7 +229,12 @@ impl<'a> Ctx<'a> {
         if input.spec.kubernetes_service_ip().is_none() {
             return Err(RenderError::ServiceIp(input.spec.service_cidr.clone()));
         }
-        let mut slots: Vec<&ReplicaSlot> = input.allocation.replicas.iter().collect();
+        let mut slots: Vec<&ReplicaSlot> = input
+            .allocation
+            .replicas
+            .iter()
+            .filter(|s| !s.etcd.adding)
+            .collect();
         slots.sort_by_key(|s| s.index);
         Ok(Self { input, slots })
     }
