@@ -28,7 +28,9 @@ fn peer(s: &ReplicaSlot) -> String {
 fn needs_step(record: &ClusterRecord) -> bool {
     record.allocation.as_ref().is_some_and(|a| {
         a.replicas.len() as u32 != record.spec.replicas
-            || a.replicas.iter().any(|s| s.etcd.pending || s.etcd.leaving)
+            || a.replicas
+                .iter()
+                .any(|s| s.etcd.pending || s.etcd.leaving || s.etcd.adding || s.etcd.removing)
     })
 }
 
@@ -372,7 +374,7 @@ impl Coordinator {
         };
         // Replicas the scheduler would not keep: on a hypervisor that is still
         // there, they leave by migration (a replacement joins elsewhere
-        // first); on one that is gone, they are dropped at once.
+        // first); on one that is gone, their slots are dropped at once.
         let registered = |hv: &str| self.inner.index.record(hv).is_some();
         let mut next = Allocation {
             replicas: Vec::new(),
@@ -396,20 +398,10 @@ impl Coordinator {
                  its etcd data is lost: delete the cluster and create it again"
             )));
         }
-        if !gone.is_empty() {
-            let survivors = Allocation {
-                replicas: next.replicas.clone(),
-                ingress: current.ingress.clone(),
-            };
-            let mut etcd = self.etcd(&secrets, &survivors).await?;
-            let members = etcd.members().await.map_err(internal)?;
-            for d in &gone {
-                let p = peer(d);
-                if let Some(m) = members.iter().find(|m| m.peer_urls.contains(&p)) {
-                    etcd.remove(m.id).await.map_err(internal)?;
-                }
-            }
-        }
+        // The slots of gone replicas are dropped here, and only recorded:
+        // their etcd members are then members no slot owns, which the
+        // replica reconciler removes (RemoveStray) after this commit. etcd
+        // is never changed ahead of the record.
         if next == current {
             return Ok(());
         }
@@ -423,5 +415,71 @@ impl Coordinator {
         record.secrets = secrets.encode()?;
         record.allocation = Some(next);
         self.commit_cluster(&record, false, changes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::model::{ClusterSpec, EtcdJoin, IngressSlot, ReplicaPorts, ReplicaSlot};
+
+    fn record(desired: u32, flags: &[EtcdJoin]) -> ClusterRecord {
+        ClusterRecord {
+            spec: ClusterSpec::new("c", "1.20.2", desired),
+            secrets: Vec::new(),
+            allocation: Some(Allocation {
+                replicas: flags
+                    .iter()
+                    .enumerate()
+                    .map(|(i, etcd)| ReplicaSlot {
+                        index: i as u32,
+                        hypervisor: format!("hv-{i}"),
+                        address: "10.0.0.1".into(),
+                        ports: ReplicaPorts::from_slice(&[1, 2, 3, 4, 5, 6]).unwrap(),
+                        etcd: etcd.clone(),
+                    })
+                    .collect(),
+                ingress: IngressSlot {
+                    hypervisor: "p".into(),
+                    address: "10.0.0.9".into(),
+                    port: 30000,
+                },
+            }),
+            pending_reason: String::new(),
+            created_unix_ms: 0,
+            ready_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_recorded_intent_always_needs_a_step() {
+        let plain = EtcdJoin::default();
+        let with = |f: fn(&mut EtcdJoin)| {
+            let mut e = EtcdJoin::default();
+            f(&mut e);
+            e
+        };
+        let cases = [
+            (record(1, std::slice::from_ref(&plain)), false),
+            (record(3, std::slice::from_ref(&plain)), true),
+            (record(1, &[plain.clone(), plain.clone()]), true),
+            // Counts match, but a step was left half-done.
+            (record(2, &[plain.clone(), with(|e| e.adding = true)]), true),
+            (
+                record(2, &[plain.clone(), with(|e| e.removing = true)]),
+                true,
+            ),
+            (
+                record(2, &[plain.clone(), with(|e| e.pending = true)]),
+                true,
+            ),
+            (
+                record(2, &[plain.clone(), with(|e| e.leaving = true)]),
+                true,
+            ),
+        ];
+        for (i, (r, want)) in cases.iter().enumerate() {
+            assert_eq!(needs_step(r), *want, "case {i}");
+        }
     }
 }
