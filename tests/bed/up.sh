@@ -87,7 +87,7 @@ TOML
     echo "image_repository = \"$IMAGE_REPO\"" >>"$COORD_DIR/config.toml"
   fi
   setsid "$BIN/oi-coordinator" --config "$COORD_DIR/config.toml" serve \
-    >"$COORD_DIR/log" 2>&1 </dev/null &
+    >>"$COORD_DIR/log" 2>&1 </dev/null &
   echo $! >"$COORD_DIR/pid"
 fi
 

@@ -264,21 +264,21 @@ restart_coordinator() {
   retry 60 all_connected || fail "agents did not reconnect"
 }
 coordinator_died() { ! kill -0 "$(cat "$OI_BED_DIR/coordinator/pid")" 2>/dev/null; }
-hv_of() { # ID: the hypervisor a component is placed on
-  "$OI" component list -o json | jq -r --arg id "$1" '.[] | select(.id == $id) | .hypervisor'
-}
 # etcd_members CLUSTER: "name learner" of each member, sorted, as replica 0's
 # etcd lists them (an added learner that has not started has no name yet).
+# Found from the hypervisors' files, so it works while the coordinator is down.
 etcd_members() {
-  local hv id url dir
-  hv=$(hv_of "$1/etcd-0")
+  local dir hv id url api
+  dir=$(ls -d "$OI_BED_DIR"/agents/*/state/components/"$1"_etcd-0-* | head -n 1)
+  hv=${dir#"$OI_BED_DIR/agents/"}
+  hv=${hv%%/*}
   for id in $(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"==\"$1/etcd-0\""); do
     url=$(ctr_hv "$hv" containers info "$id" | jq -r '.Spec.process.args[]?' | sed -n 's/^--advertise-client-urls=//p')
     [ -n "$url" ] && break
   done
-  dir=$(ls -d "$OI_BED_DIR/agents/$hv/state/components/$1_apiserver-0-"* | head -n 1)
-  ETCDCTL_API=3 etcdctl --endpoints "$url" --cacert "$dir/pki/etcd/server-ca.crt" \
-    --cert "$dir/pki/apiserver-etcd-client.crt" --key "$dir/pki/apiserver-etcd-client.key" \
+  api=$(ls -d "$OI_BED_DIR/agents/$hv/state/components/$1_kube-apiserver-0-"* | head -n 1)/kubernetes/pki
+  ETCDCTL_API=3 timeout 20 etcdctl --endpoints "$url" --cacert "$api/etcd/server-ca.crt" \
+    --cert "$api/apiserver-etcd-client.crt" --key "$api/apiserver-etcd-client.key" \
     member list -w json | jq -r '.members[] | "\(.name // "") \(.isLearner // false)"' | sort
 }
 members_are() { [ "$(etcd_members "$1")" = "$2" ]; }
@@ -290,8 +290,8 @@ grep -q 'OI_CRASH_AT=grow-after-add-learner' "$OI_BED_DIR/coordinator/log" || fa
 members_are gamma "$(printf ' true\ngamma-0 false')" ||
   { etcd_members gamma >&2; fail "gamma's etcd should hold its member and the learner added before the crash"; }
 ok "died after adding gamma's learner, before recording it: etcd has the learner, the store only the intent"
-restart_coordinator
 start=$SECONDS
+restart_coordinator
 retry 240 cluster_running gamma 13 || { "$OI" cluster get gamma >&2; fail "gamma did not reach 3 ready replicas after the crash"; }
 members_are gamma "$(printf 'gamma-0 false\ngamma-1 false\ngamma-2 false')" ||
   { etcd_members gamma >&2; fail "gamma's etcd members after the interrupted grow"; }
@@ -302,8 +302,8 @@ retry 60 coordinator_died || fail "the coordinator did not die at shrink-after-r
 members_are gamma "$(printf 'gamma-0 false\ngamma-1 false')" ||
   { etcd_members gamma >&2; fail "gamma's etcd should have lost one member before the crash"; }
 ok "died after removing gamma's member 2, before recording it"
-restart_coordinator
 start=$SECONDS
+restart_coordinator
 retry 240 cluster_running gamma 5 || { "$OI" cluster get gamma >&2; fail "gamma did not shrink to 1 replica after the crash"; }
 members_are gamma 'gamma-0 false' || { etcd_members gamma >&2; fail "gamma's etcd members after the interrupted shrink"; }
 retry 60 no_containers_of '^gamma/.*-[12]$' || fail "containers of removed gamma replicas are left"
