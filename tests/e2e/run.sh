@@ -283,12 +283,28 @@ etcd_members() {
 }
 members_are() { [ "$(etcd_members "$1")" = "$2" ]; }
 kubectl --kubeconfig "$WORK/gamma.kc" create namespace kept-g >/dev/null
+# 1 -> 2, dying once the new slot is recorded (the counts then match: only
+# the recorded intent says a step is left).
+restart_coordinator OI_CRASH_AT=grow-after-intent
+"$OI" cluster scale gamma --replicas 2 >/dev/null
+retry 60 coordinator_died || fail "the coordinator did not die at grow-after-intent"
+grep -q 'OI_CRASH_AT=grow-after-intent' "$OI_BED_DIR/coordinator/log" || fail "the coordinator died elsewhere"
+members_are gamma 'gamma-0 false' || { etcd_members gamma >&2; fail "etcd was asked before the intent was recorded"; }
+ok "died after recording gamma's new slot, before asking etcd: etcd unchanged"
+start=$SECONDS
+restart_coordinator
+retry 240 cluster_running gamma 9 || { "$OI" cluster get gamma >&2; fail "gamma did not reach 2 ready replicas after the crash"; }
+members_are gamma "$(printf 'gamma-0 false\ngamma-1 false')" ||
+  { etcd_members gamma >&2; fail "gamma's etcd members after the grow interrupted after its intent"; }
+ok "restarted, it added the learner it had recorded and grew to 2 members in $((SECONDS - start)) s"
+# 2 -> 3, dying after etcd added the learner, before that is recorded.
+: >"$OI_BED_DIR/coordinator/log"
 restart_coordinator OI_CRASH_AT=grow-after-add-learner
 "$OI" cluster scale gamma --replicas 3 >/dev/null
 retry 60 coordinator_died || fail "the coordinator did not die at grow-after-add-learner"
 grep -q 'OI_CRASH_AT=grow-after-add-learner' "$OI_BED_DIR/coordinator/log" || fail "the coordinator died elsewhere"
-members_are gamma "$(printf ' true\ngamma-0 false')" ||
-  { etcd_members gamma >&2; fail "gamma's etcd should hold its member and the learner added before the crash"; }
+members_are gamma "$(printf ' true\ngamma-0 false\ngamma-1 false')" ||
+  { etcd_members gamma >&2; fail "gamma's etcd should hold its members and the learner added before the crash"; }
 ok "died after adding gamma's learner, before recording it: etcd has the learner, the store only the intent"
 start=$SECONDS
 restart_coordinator
@@ -296,6 +312,7 @@ retry 240 cluster_running gamma 13 || { "$OI" cluster get gamma >&2; fail "gamma
 members_are gamma "$(printf 'gamma-0 false\ngamma-1 false\ngamma-2 false')" ||
   { etcd_members gamma >&2; fail "gamma's etcd members after the interrupted grow"; }
 ok "restarted, it adopted the learner (no second one), placed it and grew to 3 members in $((SECONDS - start)) s"
+: >"$OI_BED_DIR/coordinator/log"
 restart_coordinator OI_CRASH_AT=shrink-after-remove-member
 "$OI" cluster scale gamma --replicas 1 >/dev/null
 retry 60 coordinator_died || fail "the coordinator did not die at shrink-after-remove-member"
