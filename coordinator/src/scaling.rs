@@ -179,21 +179,6 @@ impl Coordinator {
 
         let count = allocation.replicas.len() as u32;
         let step = next_step(name, record.spec.replicas, &allocation.replicas, &members);
-        // Records `next` (and its placement) as the cluster's allocation.
-        let commit =
-            |record: &mut ClusterRecord, secrets: &mut ClusterSecrets, next: Allocation| {
-                let changes = self
-                    .render_changes(&record.spec, secrets, Some(&allocation), &next)
-                    .map_err(|e| match e {
-                        PlaceError::NoRoom(why) => OpError::Unavailable(why),
-                        PlaceError::Fatal(e) => e,
-                    });
-                changes.and_then(|c| {
-                    record.secrets = secrets.encode()?;
-                    record.allocation = Some(next);
-                    Ok(c)
-                })
-            };
         match step {
             Step::Done => Ok(false),
             Step::RemoveStray { member_id } => {
@@ -258,11 +243,10 @@ impl Coordinator {
                 new.etcd.adding = true;
                 let mut next = allocation.clone();
                 next.replicas.push(new.clone());
-                let changes = commit(&mut record, &mut secrets, next).map_err(|e| ("grow", e))?;
-                tracing::info!(cluster = %name, replica = new.index, hypervisor = %new.hypervisor, "adding a control-plane replica");
-                self.commit_cluster(&record, false, changes)
+                self.record_allocation(&mut record, &mut secrets, &allocation, next)
                     .await
                     .map_err(|e| ("record grow", e))?;
+                tracing::info!(cluster = %name, replica = new.index, hypervisor = %new.hypervisor, "adding a control-plane replica");
                 crate::crash_point::here(crate::crash_point::GROW_AFTER_INTENT);
                 Ok(true)
             }
@@ -283,9 +267,7 @@ impl Coordinator {
                     s.etcd.adding = false;
                     s.etcd.pending = true;
                 }
-                let changes =
-                    commit(&mut record, &mut secrets, next).map_err(|e| ("place replica", e))?;
-                self.commit_cluster(&record, false, changes)
+                self.record_allocation(&mut record, &mut secrets, &allocation, next)
                     .await
                     .map_err(|e| ("record learner", e))?;
                 tracing::info!(cluster = %name, replica = index, "etcd learner added; replica placed");
@@ -324,6 +306,27 @@ impl Coordinator {
         }
     }
 
+    /// Records `next` as the cluster's allocation, with the placement
+    /// changes from `current` it renders (certificates minted for new
+    /// slots land in `secrets`), in one commit.
+    async fn record_allocation(
+        &self,
+        record: &mut ClusterRecord,
+        secrets: &mut ClusterSecrets,
+        current: &Allocation,
+        next: Allocation,
+    ) -> Result<(), OpError> {
+        let changes = self
+            .render_changes(&record.spec, secrets, Some(current), &next)
+            .map_err(|e| match e {
+                PlaceError::NoRoom(why) => OpError::Unavailable(why),
+                PlaceError::Fatal(e) => e,
+            })?;
+        record.secrets = secrets.encode()?;
+        record.allocation = Some(next);
+        self.commit_cluster(record, false, changes).await
+    }
+
     /// Records a replica whose member was removed: the slot and its pods go.
     async fn drop_replica(
         &self,
@@ -335,15 +338,7 @@ impl Coordinator {
     ) -> Result<(), (&'static str, OpError)> {
         let mut next = allocation.clone();
         next.replicas.retain(|s| s.index != index);
-        let changes = self
-            .render_changes(&record.spec, secrets, Some(allocation), &next)
-            .map_err(|e| match e {
-                PlaceError::NoRoom(why) => ("drop replica", OpError::Unavailable(why)),
-                PlaceError::Fatal(e) => ("drop replica", e),
-            })?;
-        record.secrets = secrets.encode().map_err(|e| ("drop replica", e))?;
-        record.allocation = Some(next);
-        self.commit_cluster(record, false, changes)
+        self.record_allocation(record, secrets, allocation, next)
             .await
             .map_err(|e| ("record removal", e))?;
         tracing::info!(cluster = %name, replica = index, "removed a control-plane replica");
@@ -405,16 +400,11 @@ impl Coordinator {
         if next == current {
             return Ok(());
         }
-        let changes = match self.render_changes(&record.spec, &mut secrets, Some(&current), &next) {
-            Ok(c) => c,
-            Err(PlaceError::NoRoom(why)) => return Err(OpError::Unavailable(why)),
-            Err(PlaceError::Fatal(e)) => return Err(e),
-        };
         let leaving = next.replicas.iter().filter(|s| s.etcd.leaving).count();
+        self.record_allocation(&mut record, &mut secrets, &current, next)
+            .await?;
         tracing::info!(cluster = %name, leaving, dropped = gone.len(), "rescheduled cluster");
-        record.secrets = secrets.encode()?;
-        record.allocation = Some(next);
-        self.commit_cluster(&record, false, changes).await
+        Ok(())
     }
 }
 
