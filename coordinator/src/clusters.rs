@@ -1,7 +1,7 @@
 //! Cluster lifecycle on the coordinator: validate, generate the PKI,
 //! schedule, render, and store the cluster together with its components in
 //! one transaction; delete it the same way. A cluster that cannot be placed
-//! is stored as pending and retried by [`retry_pending`].
+//! is stored as pending and placed by the work loop (`crate::work`).
 //!
 //! The decisions are the pure functions of `crate::cluster` (validation,
 //! scheduling, rendering, status); this file is the shell around them.
@@ -12,13 +12,11 @@ use crate::cluster::render::{self, RenderInput};
 use crate::cluster::schedule::{self, HypervisorInfo, Snapshot};
 use crate::cluster::status;
 use crate::coordinator::Coordinator;
-use crate::index::LinkState;
 use crate::ops::{ClusterView, OpError};
+use crate::state::index::LinkState;
 use crate::store::{ClusterRecord, PlacementChange, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-use std::time::Duration;
 
 /// What a cluster keeps secret: its CAs and each replica's leaves. Stored
 /// sealed; `Debug` of its parts hides keys.
@@ -65,7 +63,9 @@ pub(crate) fn store_err(e: StoreError) -> OpError {
 use oi_proto::clock::unix_ms;
 
 impl Coordinator {
-    /// The scheduler's view of the fleet, without `cluster`'s own components.
+    /// The scheduler's view of the fleet, without `cluster`'s own
+    /// components. Consistent only with the write lock held (inside
+    /// [`Coordinator::commit_cluster_with`]), or as an estimate.
     pub(crate) fn snapshot(&self, cluster: &str) -> Snapshot {
         let views = self.inner.index.views();
         let hypervisors = views
@@ -85,7 +85,13 @@ impl Coordinator {
             .iter()
             .map(|v| (v.record.name.clone(), &*v.placement))
             .collect();
-        Snapshot::from_placements(hypervisors, &placements, cluster)
+        let mut snapshot = Snapshot::from_placements(hypervisors, &placements, cluster);
+        // Slots recorded before their pods (a member being added) are taken.
+        let replica = render::replica_resources(self.inner.profile);
+        for (other, slot) in self.inner.index.reserved_except(cluster) {
+            snapshot.reserve(&other, &slot, replica);
+        }
+        snapshot
     }
 
     /// Schedules `replicas` replicas of `spec` and renders them, issuing
@@ -225,26 +231,44 @@ impl Coordinator {
         create: bool,
         changes: Vec<PlacementChange>,
     ) -> Result<(), OpError> {
-        let inner = &self.inner;
-        let _write = inner.write_lock.lock().await;
-        let started = std::time::Instant::now();
-        let generations = inner
-            .store
-            .put_cluster(record, create, &changes)
+        let record = record.clone();
+        self.commit_cluster_with(create, move |_| Ok((Some((record, changes)), ())))
             .await
-            .map_err(store_err)?;
-        inner.metrics.observe_store_write(started.elapsed());
-        inner.index.apply(&changes, &generations);
-        for (hv, g) in &generations {
-            inner.metrics.set_generation(hv, *g);
-        }
-        Ok(())
+    }
+
+    /// Decides a cluster write with the write lock held, so what it reads
+    /// of the fleet (free ports and room, for scheduling) is what it writes
+    /// against, then commits it: to completion, even if the caller goes
+    /// away. `decide` is pure (it talks to no other system) and returns
+    /// what to write, if anything, and what to return.
+    pub(crate) async fn commit_cluster_with<T, F>(
+        &self,
+        create: bool,
+        decide: F,
+    ) -> Result<T, OpError>
+    where
+        F: FnOnce(&Coordinator) -> Result<(Option<ClusterWrite>, T), OpError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let this = self.clone();
+        self.inner
+            .writer
+            .run(move |tx| async move {
+                let (write, out) = decide(&this)?;
+                if let Some((record, changes)) = write {
+                    tx.put_cluster(&record, create, &changes)
+                        .await
+                        .map_err(store_err)?;
+                }
+                Ok(out)
+            })
+            .await
     }
 
     pub async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError> {
         spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
-        let _clusters = self.inner.cluster_lock.lock().await;
+        let _cluster = self.inner.cluster_locks.lock(&spec.name).await;
         if self
             .inner
             .store
@@ -260,26 +284,31 @@ impl Coordinator {
             .await
             .map_err(|e| OpError::Internal(format!("generate PKI: {e}")))?
             .map_err(|e| OpError::Internal(format!("generate PKI: {e:#}")))?;
-        let mut secrets = ClusterSecrets {
+        let secrets = ClusterSecrets {
             incarnation: uuid::Uuid::new_v4().simple().to_string(),
             pki,
             replicas: BTreeMap::new(),
         };
-        let (allocation, pending_reason, changes) =
-            match self.place(&spec, &mut secrets, None, spec.replicas) {
-                Ok((a, changes)) => (Some(a), String::new(), changes),
-                Err(PlaceError::NoRoom(why)) => (None, why, Vec::new()),
-                Err(PlaceError::Fatal(e)) => return Err(e),
-            };
-        let record = ClusterRecord {
-            spec,
-            secrets: secrets.encode()?,
-            allocation,
-            pending_reason,
-            created_unix_ms: unix_ms(),
-            ready_unix_ms: None,
-        };
-        self.commit_cluster(&record, true, changes).await?;
+        let record = self
+            .commit_cluster_with(true, move |c| {
+                let mut secrets = secrets;
+                let (allocation, pending_reason, changes) =
+                    match c.place(&spec, &mut secrets, None, spec.replicas) {
+                        Ok((a, changes)) => (Some(a), String::new(), changes),
+                        Err(PlaceError::NoRoom(why)) => (None, why, Vec::new()),
+                        Err(PlaceError::Fatal(e)) => return Err(e),
+                    };
+                let record = ClusterRecord {
+                    spec,
+                    secrets: secrets.encode()?,
+                    allocation,
+                    pending_reason,
+                    created_unix_ms: unix_ms(),
+                    ready_unix_ms: None,
+                };
+                Ok((Some((record.clone(), changes)), record))
+            })
+            .await?;
         tracing::info!(
             cluster = %record.spec.name,
             version = %record.spec.kubernetes_version,
@@ -291,7 +320,7 @@ impl Coordinator {
     }
 
     pub async fn delete_cluster(&self, name: &str) -> Result<(), OpError> {
-        let _clusters = self.inner.cluster_lock.lock().await;
+        let _cluster = self.inner.cluster_locks.lock(name).await;
         let inner = &self.inner;
         if inner
             .store
@@ -302,45 +331,35 @@ impl Coordinator {
         {
             return Err(store_err(StoreError::UnknownCluster(name.to_string())));
         }
-        let held: std::collections::BTreeSet<String> = inner
-            .index
-            .views()
-            .into_iter()
-            .filter(|v| v.placement.components.values().any(|c| c.cluster == name))
-            .map(|v| v.record.name)
-            .collect();
-        let changes: Vec<PlacementChange> = inner
-            .index
-            .component_ids(name)
-            .into_iter()
-            .map(|component_id| PlacementChange::Remove { component_id })
-            .collect();
-        let _write = inner.write_lock.lock().await;
-        let generations = inner
-            .store
-            .delete_cluster(name, &changes)
-            .await
-            .map_err(store_err)?;
-        inner.index.apply(&changes, &generations);
-        for (hv, g) in &generations {
-            inner.metrics.set_generation(hv, *g);
-        }
-        inner
-            .ever_ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        inner
-            .membership_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        inner
-            .removals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), held);
-        tracing::info!(cluster = %name, components = changes.len(), "cluster deleted");
+        let this = self.clone();
+        let owned = name.to_string();
+        let components = inner
+            .writer
+            .run(move |tx| async move {
+                let name = owned;
+                let deleted = tx.delete_cluster(&name).await.map_err(store_err)?;
+                // In the same run: a caller that goes away leaves no
+                // deleted cluster without its tombstone.
+                let inner = &this.inner;
+                inner
+                    .ever_ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+                inner
+                    .membership_errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
+                inner
+                    .removals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, deleted.held);
+                Ok::<_, OpError>(deleted.components)
+            })
+            .await?;
+        tracing::info!(cluster = %name, components, "cluster deleted");
         Ok(())
     }
 
@@ -445,56 +464,56 @@ impl Coordinator {
         }
     }
 
-    /// Tries to place every pending cluster once.
-    pub async fn place_pending(&self) {
-        let Ok(records) = self.inner.store.list_clusters().await else {
+    /// Tries to place pending cluster `name` once (a cluster placed or
+    /// deleted meanwhile is left alone).
+    pub(crate) async fn place_pending(&self, name: &str) {
+        let _cluster = self.inner.cluster_locks.lock(name).await;
+        let Ok(Some(record)) = self.inner.store.get_cluster(name).await else {
             return;
         };
-        for record in records.into_iter().filter(|r| r.allocation.is_none()) {
-            let _clusters = self.inner.cluster_lock.lock().await;
-            let name = record.spec.name.clone();
-            // Re-read under the lock: it may have been deleted or placed.
-            let Ok(Some(mut record)) = self.inner.store.get_cluster(&name).await else {
-                continue;
-            };
-            if record.allocation.is_some() {
-                continue;
+        if record.allocation.is_some() {
+            return;
+        }
+        let secrets = match ClusterSecrets::decode(name, &record.secrets) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(cluster = %name, error = %e, "read cluster secrets");
+                return;
             }
-            let mut secrets = match ClusterSecrets::decode(&name, &record.secrets) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(cluster = %name, error = %e, "read cluster secrets");
-                    continue;
-                }
-            };
-            match self.place(&record.spec, &mut secrets, None, record.spec.replicas) {
-                Ok((allocation, changes)) => {
-                    let Ok(encoded) = secrets.encode() else {
-                        continue;
-                    };
-                    record.secrets = encoded;
-                    record.allocation = Some(allocation);
-                    record.pending_reason.clear();
-                    match self.commit_cluster(&record, false, changes).await {
-                        Ok(()) => tracing::info!(cluster = %name, "pending cluster placed"),
-                        Err(e) => {
-                            tracing::warn!(cluster = %name, error = %e, "place pending cluster")
-                        }
+        };
+        let placed = self
+            .commit_cluster_with(false, move |c| {
+                let mut record = record;
+                let mut secrets = secrets;
+                match c.place(&record.spec, &mut secrets, None, record.spec.replicas) {
+                    Ok((allocation, changes)) => {
+                        record.secrets = secrets.encode()?;
+                        record.allocation = Some(allocation);
+                        record.pending_reason.clear();
+                        Ok((Some((record, changes)), true))
                     }
-                }
-                Err(PlaceError::NoRoom(why)) => {
-                    if why != record.pending_reason {
+                    // Still no room: the reason is kept current.
+                    Err(PlaceError::NoRoom(why)) if why == record.pending_reason => {
+                        Ok((None, false))
+                    }
+                    Err(PlaceError::NoRoom(why)) => {
                         record.pending_reason = why;
-                        let _ = self.commit_cluster(&record, false, Vec::new()).await;
+                        Ok((Some((record, Vec::new())), false))
                     }
+                    Err(PlaceError::Fatal(e)) => Err(e),
                 }
-                Err(PlaceError::Fatal(e)) => {
-                    tracing::error!(cluster = %name, error = %e, "place pending cluster")
-                }
-            }
+            })
+            .await;
+        match placed {
+            Ok(true) => tracing::info!(cluster = %name, "pending cluster placed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(cluster = %name, error = %e, "place pending cluster"),
         }
     }
 }
+
+/// A cluster record and the placement changes committed with it.
+pub(crate) type ClusterWrite = (ClusterRecord, Vec<PlacementChange>);
 
 /// Same replica in the same place (hypervisor, address, ports).
 fn same_place(
@@ -511,22 +530,4 @@ pub(crate) enum PlaceError {
     /// The fleet has no room now; the reason says which role lacks what.
     NoRoom(String),
     Fatal(OpError),
-}
-
-/// Every `period` until `shutdown` flips: places pending clusters, and
-/// takes one replica step for clusters that are scaling.
-pub(crate) async fn retry_pending(
-    coordinator: Coordinator,
-    period: Duration,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
-            _ = tokio::time::sleep(period) => {
-                coordinator.place_pending().await;
-                coordinator.reconcile_replicas().await;
-            }
-        }
-    }
 }

@@ -5,18 +5,20 @@
 use crate::cluster::render::Profile;
 use crate::cluster::versions::VersionMatrix;
 use crate::config::Config;
-use crate::index::{HypervisorView, Index};
 use crate::metrics::Metrics;
 use crate::pki::{IssuedCert, LinkCa};
 use crate::seal::Sealer;
+use crate::state::index::{HypervisorView, Index};
+use crate::state::Writer;
 use crate::store::{PlacementChange, SqliteStore, Store, StoreError};
+use crate::work::{KeyedLocks, Kick};
 use anyhow::{Context, Result};
 use oi_proto::model::Component;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,19 +31,24 @@ pub enum CoordinatorError {
 }
 
 pub(crate) struct Inner {
+    /// For reads; writes the index mirrors go through `writer`.
     pub store: Arc<dyn Store>,
-    pub index: Index,
+    /// Read-only outside `crate::state`.
+    pub index: Arc<Index>,
+    /// The one commit path of the store and the index.
+    pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub ca: LinkCa,
     pub config: Config,
-    /// Serializes writes, so that the index sees them in commit order.
-    pub write_lock: tokio::sync::Mutex<()>,
     pub next_conn_id: AtomicU64,
     /// Supported Kubernetes versions, with the image repository applied.
     pub matrix: VersionMatrix,
     pub profile: Profile,
-    /// Serializes cluster operations (create, delete, placing pending ones).
-    pub cluster_lock: tokio::sync::Mutex<()>,
+    /// Orders the operations on one cluster (create, delete, scale, move,
+    /// membership steps); other clusters never wait for them.
+    pub cluster_locks: KeyedLocks,
+    /// Wakes the cluster work loop.
+    pub work_kick: Kick,
     /// Clusters seen ready since this coordinator started (ready → degraded).
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The last failed etcd membership step per cluster (for its Replicas
@@ -97,7 +104,7 @@ pub struct Running {
     link_task: JoinHandle<()>,
     http_task: Option<JoinHandle<Result<()>>>,
     api_task: Option<JoinHandle<Result<()>>>,
-    retry_task: JoinHandle<()>,
+    work_task: JoinHandle<()>,
     bootstrap_task: JoinHandle<()>,
 }
 
@@ -115,7 +122,7 @@ impl Running {
                 tracing::warn!("admin API did not stop within 5s");
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.retry_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(7), self.work_task).await;
         self.bootstrap_task.abort();
         if tokio::time::timeout(Duration::from_secs(10), self.link_task)
             .await
@@ -153,6 +160,7 @@ impl Coordinator {
         let ca = LinkCa::load_or_create(&config.data_dir).context("load link CA")?;
         let hypervisors = store.list_hypervisors().await.context("load hypervisors")?;
         let components = store.list_components().await.context("load components")?;
+        let clusters = store.list_clusters().await.context("load clusters")?;
         let metrics = Arc::new(Metrics::new());
         for h in &hypervisors {
             metrics.set_generation(&h.name, h.generation);
@@ -163,7 +171,8 @@ impl Coordinator {
             epoch = %store.epoch(),
             "loaded desired state"
         );
-        let index = Index::rebuild(store.epoch(), hypervisors, components);
+        let index = Arc::new(Index::rebuild(store.epoch(), hypervisors, components));
+        let writer = Writer::new(store.clone(), index.clone(), metrics.clone(), &clusters);
 
         let server = ca
             .issue_server(&config.server_names)
@@ -234,14 +243,15 @@ impl Coordinator {
         let inner = Arc::new(Inner {
             store,
             index,
+            writer,
             metrics,
             ca,
             matrix,
             profile: config.profile,
             config,
-            write_lock: tokio::sync::Mutex::new(()),
             next_conn_id: AtomicU64::new(1),
-            cluster_lock: tokio::sync::Mutex::new(()),
+            cluster_locks: KeyedLocks::default(),
+            work_kick: Kick::default(),
             ever_ready: Default::default(),
             membership_errors: Default::default(),
             removals: Default::default(),
@@ -255,7 +265,7 @@ impl Coordinator {
             coordinator.inner.clone(),
             shutdown_rx.clone(),
         ));
-        let retry_task = tokio::spawn(crate::clusters::retry_pending(
+        let work_task = tokio::spawn(crate::work::run(
             coordinator.clone(),
             pending_retry,
             shutdown_rx.clone(),
@@ -290,7 +300,7 @@ impl Coordinator {
             link_task,
             http_task,
             api_task,
-            retry_task,
+            work_task,
             bootstrap_task,
         })
     }
@@ -306,16 +316,11 @@ impl Coordinator {
                 validate_component(component)?;
             }
         }
-        let inner = &self.inner;
-        let _write = inner.write_lock.lock().await;
-        let started = Instant::now();
-        let generations = inner.store.write_placement(&changes).await?;
-        inner.metrics.observe_store_write(started.elapsed());
-        inner.index.apply(&changes, &generations);
-        for (hv, generation) in &generations {
-            inner.metrics.set_generation(hv, *generation);
-        }
-        Ok(generations)
+        Ok(self
+            .inner
+            .writer
+            .run(move |tx| async move { tx.write_placement(&changes).await })
+            .await?)
     }
 
     /// Places (or replaces) one component on a hypervisor.
@@ -346,13 +351,12 @@ impl Coordinator {
         hypervisor: &str,
         cordoned: bool,
     ) -> Result<(), CoordinatorError> {
-        let _write = self.inner.write_lock.lock().await;
-        self.inner.store.set_cordoned(hypervisor, cordoned).await?;
-        if let Some(mut rec) = self.inner.index.record(hypervisor) {
-            rec.cordoned = cordoned;
-            self.inner.index.upsert_record(rec);
-        }
-        Ok(())
+        let name = hypervisor.to_string();
+        Ok(self
+            .inner
+            .writer
+            .run(move |tx| async move { tx.set_cordoned(&name, cordoned).await })
+            .await?)
     }
 
     pub fn hypervisor(&self, name: &str) -> Option<HypervisorView> {

@@ -6,7 +6,28 @@
 use crate::cluster::membership::Member;
 use anyhow::{Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
+use std::future::Future;
 use std::time::Duration;
+
+/// The longest connecting may take, TLS included. The client's own connect
+/// timeout covers TCP only: a machine that accepts and never answers would
+/// otherwise hold a membership step (and its cluster's lock) forever.
+const CONNECT: Duration = Duration::from_secs(5);
+
+/// The longest one call may take, waiting for a ready connection included.
+const CALL: Duration = Duration::from_secs(10);
+
+/// `call`, failed with `what` when it takes longer than `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r.with_context(what),
+        Err(_) => Err(anyhow::anyhow!("{}: no answer within {limit:?}", what())),
+    }
+}
 
 pub struct EtcdAdmin {
     client: Client,
@@ -26,19 +47,23 @@ impl EtcdAdmin {
         let options = ConnectOptions::new()
             .with_tls(tls)
             .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(10));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .with_context(|| format!("connect to etcd at {}", endpoints.join(",")))?;
+            .with_timeout(CALL);
+        let client = bounded(
+            CONNECT,
+            || format!("connect to etcd at {}", endpoints.join(",")),
+            Client::connect(endpoints, Some(options)),
+        )
+        .await?;
         Ok(Self { client })
     }
 
     pub async fn members(&mut self) -> Result<Vec<Member>> {
-        let list = self
-            .client
-            .member_list()
-            .await
-            .context("list etcd members")?;
+        let list = bounded(
+            CALL,
+            || "list etcd members".into(),
+            self.client.member_list(),
+        )
+        .await?;
         Ok(list
             .members()
             .iter()
@@ -52,37 +77,45 @@ impl EtcdAdmin {
     }
 
     pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64> {
-        let resp = self
-            .client
-            .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner()))
-            .await
-            .with_context(|| format!("add etcd learner {peer_url}"))?;
+        let resp = bounded(
+            CALL,
+            || format!("add etcd learner {peer_url}"),
+            self.client
+                .member_add([peer_url], Some(MemberAddOptions::new().with_is_learner())),
+        )
+        .await?;
         Ok(resp.member().map(|m| m.id()).unwrap_or_default())
     }
 
     /// Fails while the learner is not in sync with the leader; retry later.
     pub async fn promote(&mut self, id: u64) -> Result<()> {
-        self.client
-            .member_promote(id)
-            .await
-            .with_context(|| format!("promote etcd member {id:x}"))?;
+        bounded(
+            CALL,
+            || format!("promote etcd member {id:x}"),
+            self.client.member_promote(id),
+        )
+        .await?;
         Ok(())
     }
 
     /// Replaces a member's peer URLs (its replica's address changed).
     pub async fn update_peer(&mut self, id: u64, peer_url: &str) -> Result<()> {
-        self.client
-            .member_update(id, [peer_url.to_string()])
-            .await
-            .with_context(|| format!("update etcd member {id:x} to {peer_url}"))?;
+        bounded(
+            CALL,
+            || format!("update etcd member {id:x} to {peer_url}"),
+            self.client.member_update(id, [peer_url.to_string()]),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn remove(&mut self, id: u64) -> Result<()> {
-        self.client
-            .member_remove(id)
-            .await
-            .with_context(|| format!("remove etcd member {id:x}"))?;
+        bounded(
+            CALL,
+            || format!("remove etcd member {id:x}"),
+            self.client.member_remove(id),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -245,23 +245,28 @@ impl Coordinator {
                 )));
             }
         }
-        // Under the write lock: an agent connecting now either registers
-        // before (and is closed below) or sees the revocation.
-        let inner = &self.inner;
-        let _write = inner.write_lock.lock().await;
-        outcome.revoked_certificates = inner
-            .store
-            .revoke_identities(name, unix_ms())
-            .await
-            .map_err(|e| OpError::Internal(format!("revoke identities: {e}")))?;
-        if registered {
-            match inner.store.remove_hypervisor(name).await {
-                Ok(()) | Err(StoreError::UnknownHypervisor(_)) => {}
-                Err(e) => return Err(OpError::Internal(format!("forget hypervisor: {e}"))),
-            }
-            inner.metrics.forget_hypervisor(name);
-        }
-        if let Some(conn) = inner.index.remove(name) {
+        // In one write: an agent connecting now either registers before
+        // (and is closed here) or sees the revocation.
+        let owned = name.to_string();
+        let (revoked, conn) = self
+            .inner
+            .writer
+            .run(move |tx| async move {
+                let name = owned;
+                let revoked = tx
+                    .store()
+                    .revoke_identities(&name, unix_ms())
+                    .await
+                    .map_err(|e| OpError::Internal(format!("revoke identities: {e}")))?;
+                let conn = tx
+                    .forget_hypervisor(&name, registered)
+                    .await
+                    .map_err(|e| OpError::Internal(format!("forget hypervisor: {e}")))?;
+                Ok::<_, OpError>((revoked, conn))
+            })
+            .await?;
+        outcome.revoked_certificates = revoked;
+        if let Some(conn) = conn {
             conn.close(
                 CloseCode::CloseRevoked.varint(),
                 format!(

@@ -13,7 +13,6 @@ pub mod etcd_admin;
 pub mod http;
 pub mod hypervisors;
 pub mod identity;
-pub mod index;
 pub mod join;
 pub mod link;
 pub mod metrics;
@@ -22,8 +21,13 @@ pub mod ops;
 pub mod pki;
 pub mod scaling;
 pub mod seal;
+pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod work;
+
+/// The index, where the API and the tests read it.
+pub use state::index;
 
 /// Resolves once a shutdown flag flips to true (or its sender is gone).
 pub(crate) async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {

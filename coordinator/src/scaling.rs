@@ -10,11 +10,12 @@
 use crate::cluster::membership::{next_step, Step};
 use crate::cluster::model::{Allocation, ReplicaSlot};
 use crate::cluster::render::etcd::{client_url, peer_url};
-use crate::clusters::{store_err, ClusterSecrets, PlaceError};
+use crate::clusters::{store_err, ClusterSecrets, ClusterWrite, PlaceError};
 use crate::coordinator::Coordinator;
 use crate::etcd_admin::EtcdAdmin;
 use crate::ops::OpError;
 use crate::store::{ClusterRecord, StoreError};
+use crate::work::Outcome;
 
 fn internal(e: anyhow::Error) -> OpError {
     OpError::Unavailable(format!("{e:#}"))
@@ -22,6 +23,12 @@ fn internal(e: anyhow::Error) -> OpError {
 
 fn peer(s: &ReplicaSlot) -> String {
     peer_url(&s.address, s.ports.etcd_peer)
+}
+
+/// Whether the work loop has something to do for a cluster: place it, or
+/// take a membership step.
+pub(crate) fn needs_work(record: &ClusterRecord) -> bool {
+    record.allocation.is_none() || needs_step(record)
 }
 
 /// Whether a cluster has a membership step to take.
@@ -83,7 +90,7 @@ impl Coordinator {
     /// Declares a new replica count; the replica reconciler converges on it
     /// one replica at a time. Nothing else about the cluster changes.
     pub async fn set_replicas(&self, name: &str, replicas: u32) -> Result<ClusterRecord, OpError> {
-        let _clusters = self.inner.cluster_lock.lock().await;
+        let _cluster = self.inner.cluster_locks.lock(name).await;
         let mut record = self
             .inner
             .store
@@ -98,35 +105,44 @@ impl Coordinator {
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         self.commit_cluster(&record, false, Vec::new()).await?;
         tracing::info!(cluster = %name, replicas, "replica count changed");
+        self.inner.work_kick.now();
         Ok(record)
     }
 
-    /// Takes membership steps for every cluster that needs one: a step that
-    /// only records intent is followed at once by the step it prepares.
-    /// A failure is logged, counted and shown in the cluster's Replicas
-    /// condition, and retried on the next pass.
-    pub async fn reconcile_replicas(&self) {
-        let Ok(records) = self.inner.store.list_clusters().await else {
-            return;
+    /// One pass of the work loop over cluster `name`: places it if it is
+    /// pending, otherwise takes its membership steps (a step that only
+    /// records intent is followed at once by the step it prepares). A
+    /// failure is logged, counted and shown in the cluster's Replicas
+    /// condition; the work loop retries it after a backoff.
+    pub(crate) async fn reconcile_cluster(&self, name: &str) -> Outcome {
+        let placed = match self.inner.store.get_cluster(name).await {
+            Ok(Some(r)) => r.allocation.is_some(),
+            Ok(None) => return Outcome::Settled, // deleted meanwhile
+            Err(e) => {
+                tracing::warn!(cluster = %name, error = %e, "read cluster");
+                return Outcome::Failed;
+            }
         };
-        for record in records.iter().filter(|r| needs_step(r)) {
-            let name = &record.spec.name;
-            for _ in 0..4 {
-                match self.replica_step(name).await {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        self.set_membership_error(name, None);
-                        break;
-                    }
-                    Err((step, e)) => {
-                        tracing::warn!(cluster = %name, %step, error = %e, "etcd membership step failed; retrying");
-                        self.inner.metrics.membership_failed(step);
-                        self.set_membership_error(name, Some(format!("{step}: {e}")));
-                        break;
-                    }
+        if !placed {
+            self.place_pending(name).await;
+            return Outcome::Settled;
+        }
+        for _ in 0..4 {
+            match self.replica_step(name).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                // Deleted meanwhile: nothing left to do.
+                Err((_, OpError::NotFound(_))) => return Outcome::Settled,
+                Err((step, e)) => {
+                    tracing::warn!(cluster = %name, %step, error = %e, "etcd membership step failed; retrying");
+                    self.inner.metrics.membership_failed(step);
+                    self.set_membership_error(name, Some(format!("{step}: {e}")));
+                    return Outcome::Failed;
                 }
             }
         }
+        self.set_membership_error(name, None);
+        Outcome::Settled
     }
 
     fn set_membership_error(&self, name: &str, error: Option<String>) {
@@ -148,8 +164,8 @@ impl Coordinator {
     /// One step toward the declared replica count. Returns whether another
     /// step follows at once (intent was recorded), or the failed step.
     pub async fn replica_step(&self, name: &str) -> Result<bool, (&'static str, OpError)> {
-        let _clusters = self.inner.cluster_lock.lock().await;
-        let (mut record, mut secrets, mut allocation) =
+        let _cluster = self.inner.cluster_locks.lock(name).await;
+        let (mut record, secrets, mut allocation) =
             self.load(name).await.map_err(|e| ("load", e))?;
         let mut etcd = self
             .etcd(&secrets, &allocation)
@@ -216,36 +232,46 @@ impl Coordinator {
                 Ok(true)
             }
             Step::Grow => {
-                // One more slot than there are now (a leaving one counts: its
-                // hypervisor stays taken), on a hypervisor that takes new ones.
-                let proposed = match self.schedule_slots(&record.spec, Some(&allocation), count + 1)
-                {
-                    Ok(a) => a,
-                    Err(PlaceError::NoRoom(why)) => {
-                        return Err((
-                            "grow",
-                            OpError::Unavailable(format!("cannot add a replica: {why}")),
-                        ))
-                    }
-                    Err(PlaceError::Fatal(e)) => return Err(("grow", e)),
-                };
-                // etcd takes one learner at a time: one replica per step, and
-                // the others exactly as they are.
-                let Some(mut new) = proposed
-                    .replicas
-                    .into_iter()
-                    .find(|s| !allocation.replicas.iter().any(|o| o.index == s.index))
-                else {
+                // Scheduled and recorded in one commit: no other cluster
+                // takes the slot's ports in between.
+                let added = self
+                    .commit_cluster_with(false, move |c| {
+                        // One more slot than there are now (a leaving one
+                        // counts: its hypervisor stays taken), on a
+                        // hypervisor that takes new ones.
+                        let proposed =
+                            match c.schedule_slots(&record.spec, Some(&allocation), count + 1) {
+                                Ok(a) => a,
+                                Err(PlaceError::NoRoom(why)) => {
+                                    return Err(OpError::Unavailable(format!(
+                                        "cannot add a replica: {why}"
+                                    )))
+                                }
+                                Err(PlaceError::Fatal(e)) => return Err(e),
+                            };
+                        // etcd takes one learner at a time: one replica per
+                        // step, and the others exactly as they are.
+                        let Some(mut new) = proposed
+                            .replicas
+                            .into_iter()
+                            .find(|s| !allocation.replicas.iter().any(|o| o.index == s.index))
+                        else {
+                            return Ok((None, None));
+                        };
+                        // Intent first: the slot (and its certificates)
+                        // recorded as `adding`, with no pods, before etcd is
+                        // asked.
+                        new.etcd.adding = true;
+                        let mut next = allocation.clone();
+                        next.replicas.push(new.clone());
+                        let write = render_allocation(c, record, secrets, &allocation, next)?;
+                        Ok((Some(write), Some(new)))
+                    })
+                    .await
+                    .map_err(|e| ("grow", e))?;
+                let Some(new) = added else {
                     return Ok(false);
                 };
-                // Intent first: the slot (and its certificates) recorded as
-                // `adding`, with no pods, before etcd is asked.
-                new.etcd.adding = true;
-                let mut next = allocation.clone();
-                next.replicas.push(new.clone());
-                self.record_allocation(&mut record, &mut secrets, &allocation, next)
-                    .await
-                    .map_err(|e| ("record grow", e))?;
                 tracing::info!(cluster = %name, replica = new.index, hypervisor = %new.hypervisor, "adding a control-plane replica");
                 crate::crash_point::here(crate::crash_point::GROW_AFTER_INTENT);
                 Ok(true)
@@ -267,7 +293,7 @@ impl Coordinator {
                     s.etcd.adding = false;
                     s.etcd.pending = true;
                 }
-                self.record_allocation(&mut record, &mut secrets, &allocation, next)
+                self.record_allocation(record, secrets, &allocation, next)
                     .await
                     .map_err(|e| ("record learner", e))?;
                 tracing::info!(cluster = %name, replica = index, "etcd learner added; replica placed");
@@ -294,12 +320,12 @@ impl Coordinator {
                     .await
                     .map_err(|e| ("remove member", internal(e)))?;
                 crate::crash_point::here(crate::crash_point::SHRINK_AFTER_REMOVE);
-                self.drop_replica(name, &mut record, &mut secrets, &allocation, index)
+                self.drop_replica(name, record, secrets, &allocation, index)
                     .await?;
                 Ok(true)
             }
             Step::DropReplica { index } => {
-                self.drop_replica(name, &mut record, &mut secrets, &allocation, index)
+                self.drop_replica(name, record, secrets, &allocation, index)
                     .await?;
                 Ok(true)
             }
@@ -308,31 +334,30 @@ impl Coordinator {
 
     /// Records `next` as the cluster's allocation, with the placement
     /// changes from `current` it renders (certificates minted for new
-    /// slots land in `secrets`), in one commit.
+    /// slots land in its secrets), in one commit.
     async fn record_allocation(
         &self,
-        record: &mut ClusterRecord,
-        secrets: &mut ClusterSecrets,
+        record: ClusterRecord,
+        secrets: ClusterSecrets,
         current: &Allocation,
         next: Allocation,
     ) -> Result<(), OpError> {
-        let changes = self
-            .render_changes(&record.spec, secrets, Some(current), &next)
-            .map_err(|e| match e {
-                PlaceError::NoRoom(why) => OpError::Unavailable(why),
-                PlaceError::Fatal(e) => e,
-            })?;
-        record.secrets = secrets.encode()?;
-        record.allocation = Some(next);
-        self.commit_cluster(record, false, changes).await
+        let current = current.clone();
+        self.commit_cluster_with(false, move |c| {
+            Ok((
+                Some(render_allocation(c, record, secrets, &current, next)?),
+                (),
+            ))
+        })
+        .await
     }
 
     /// Records a replica whose member was removed: the slot and its pods go.
     async fn drop_replica(
         &self,
         name: &str,
-        record: &mut ClusterRecord,
-        secrets: &mut ClusterSecrets,
+        record: ClusterRecord,
+        secrets: ClusterSecrets,
         allocation: &Allocation,
         index: u32,
     ) -> Result<(), (&'static str, OpError)> {
@@ -351,61 +376,104 @@ impl Coordinator {
     /// replica reconciler grows a replacement elsewhere, then removes it);
     /// one on a hypervisor that is gone is dropped (its member first).
     pub async fn reschedule_cluster(&self, name: &str) -> Result<(), OpError> {
-        let _clusters = self.inner.cluster_lock.lock().await;
-        let (mut record, mut secrets, current) = match self.load(name).await {
+        let _cluster = self.inner.cluster_locks.lock(name).await;
+        let (record, secrets, current) = match self.load(name).await {
             Ok(x) => x,
             Err(OpError::FailedPrecondition(_)) => return Ok(()), // pending: nothing placed
             Err(e) => return Err(e),
         };
-        let count = current.replicas.len() as u32;
-        let proposed = match self.schedule_slots(&record.spec, Some(&current), count) {
-            Ok(a) => a,
-            Err(PlaceError::NoRoom(why)) => {
-                return Err(OpError::FailedPrecondition(format!(
-                    "cluster {name:?} cannot be moved: {why}"
-                )))
-            }
-            Err(PlaceError::Fatal(e)) => return Err(e),
-        };
-        // Replicas the scheduler would not keep: on a hypervisor that is still
-        // there, they leave by migration (a replacement joins elsewhere
-        // first); on one that is gone, their slots are dropped at once.
-        let registered = |hv: &str| self.inner.index.record(hv).is_some();
-        let mut next = Allocation {
-            replicas: Vec::new(),
-            ingress: proposed.ingress.clone(),
-        };
-        let mut gone = Vec::new();
-        for c in &current.replicas {
-            match proposed.replicas.iter().find(|p| p.index == c.index) {
-                Some(kept) => next.replicas.push(kept.clone()),
-                None if registered(&c.hypervisor) => {
-                    let mut leaving = c.clone();
-                    leaving.etcd.leaving = true;
-                    next.replicas.push(leaving);
-                }
-                None => gone.push(c.clone()),
-            }
-        }
-        if next.replicas.is_empty() {
-            return Err(OpError::FailedPrecondition(format!(
-                "every control-plane replica of cluster {name:?} is on a hypervisor that is gone; \
-                 its etcd data is lost: delete the cluster and create it again"
-            )));
-        }
-        // The slots of gone replicas are dropped here, and only recorded:
-        // their etcd members are then members no slot owns, which the
-        // replica reconciler removes (RemoveStray) after this commit. etcd
-        // is never changed ahead of the record.
-        if next == current {
-            return Ok(());
-        }
-        let leaving = next.replicas.iter().filter(|s| s.etcd.leaving).count();
-        self.record_allocation(&mut record, &mut secrets, &current, next)
+        let owned = name.to_string();
+        let moved = self
+            .commit_cluster_with(false, move |c| {
+                let name = owned;
+                let next = match reschedule(c, &name, &record, &current)? {
+                    Some(next) => next,
+                    None => return Ok((None, None)),
+                };
+                let leaving = next.replicas.iter().filter(|s| s.etcd.leaving).count();
+                let dropped = current.replicas.len() - next.replicas.len();
+                let write = render_allocation(c, record, secrets, &current, next)?;
+                Ok((Some(write), Some((leaving, dropped))))
+            })
             .await?;
-        tracing::info!(cluster = %name, leaving, dropped = gone.len(), "rescheduled cluster");
+        if let Some((leaving, dropped)) = moved {
+            tracing::info!(cluster = %name, leaving, dropped, "rescheduled cluster");
+            self.inner.work_kick.now();
+        }
         Ok(())
     }
+}
+
+/// Where a placed cluster's pieces go when some of its hypervisors are
+/// gone, drained or full; `None` when nothing changes. Read with the write
+/// lock held (it schedules against the fleet).
+fn reschedule(
+    c: &Coordinator,
+    name: &str,
+    record: &ClusterRecord,
+    current: &Allocation,
+) -> Result<Option<Allocation>, OpError> {
+    let count = current.replicas.len() as u32;
+    let proposed = match c.schedule_slots(&record.spec, Some(current), count) {
+        Ok(a) => a,
+        Err(PlaceError::NoRoom(why)) => {
+            return Err(OpError::FailedPrecondition(format!(
+                "cluster {name:?} cannot be moved: {why}"
+            )))
+        }
+        Err(PlaceError::Fatal(e)) => return Err(e),
+    };
+    // Replicas the scheduler would not keep: on a hypervisor that is still
+    // there, they leave by migration (a replacement joins elsewhere first);
+    // on one that is gone, their slots are dropped at once.
+    let registered = |hv: &str| c.inner.index.record(hv).is_some();
+    let mut next = Allocation {
+        replicas: Vec::new(),
+        ingress: proposed.ingress.clone(),
+    };
+    for r in &current.replicas {
+        match proposed.replicas.iter().find(|p| p.index == r.index) {
+            Some(kept) => next.replicas.push(kept.clone()),
+            None if registered(&r.hypervisor) => {
+                let mut leaving = r.clone();
+                leaving.etcd.leaving = true;
+                next.replicas.push(leaving);
+            }
+            None => {}
+        }
+    }
+    if next.replicas.is_empty() {
+        return Err(OpError::FailedPrecondition(format!(
+            "every control-plane replica of cluster {name:?} is on a hypervisor that is gone; \
+             its etcd data is lost: delete the cluster and create it again"
+        )));
+    }
+    // The slots of gone replicas are dropped here, and only recorded: their
+    // etcd members are then members no slot owns, which the replica
+    // reconciler removes (RemoveStray) after this commit. etcd is never
+    // changed ahead of the record.
+    Ok((next != *current).then_some(next))
+}
+
+/// `record` with `next` as its allocation, and the placement changes from
+/// `current` it renders (certificates minted for new slots are sealed into
+/// its secrets). Pure; called with the write lock held.
+fn render_allocation(
+    c: &Coordinator,
+    mut record: ClusterRecord,
+    mut secrets: ClusterSecrets,
+    current: &Allocation,
+    next: Allocation,
+) -> Result<ClusterWrite, OpError> {
+    let changes = c
+        .render_changes(&record.spec, &mut secrets, Some(current), &next)
+        .map_err(|e| match e {
+            PlaceError::NoRoom(why) => OpError::Unavailable(why),
+            PlaceError::Fatal(e) => e,
+        })?;
+    record.secrets = secrets.encode()?;
+    record.allocation = Some(next);
+    Ok((record, changes))
 }
 
 #[cfg(test)]

@@ -330,3 +330,105 @@ async fn a_deletion_is_done_only_when_every_agent_removed_its_pieces() {
     }
     coord.shutdown().await;
 }
+
+/// The etcd client port of `cluster`'s replica `index`, as its etcd
+/// advertises it.
+fn etcd_client_port(agents: &[TestAgent], cluster: &str, index: u32) -> u16 {
+    let id = format!("{cluster}/etcd-{index}");
+    for a in agents {
+        if let Some(c) = a.handle.placement.borrow().components.get(&id) {
+            for arg in c.pod.containers.iter().flat_map(|k| &k.args) {
+                if let Some(url) = arg.strip_prefix("--advertise-client-urls=") {
+                    return url.rsplit(':').next().unwrap().parse().unwrap();
+                }
+            }
+        }
+    }
+    panic!("no {id} placed");
+}
+
+/// One tenant's etcd that accepts connections and never answers (a hung
+/// machine) holds up only that tenant: while its scale-up step waits on it,
+/// another cluster is created, scaled and deleted at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcd_stalls_only_its_own_cluster() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(
+        dir.path(),
+        &[
+            ("hv-a", Role::Private),
+            ("hv-b", Role::Private),
+            ("hv-c", Role::Private),
+            ("hv-p", Role::Public),
+        ],
+    )
+    .await;
+    let c = coord.coordinator.clone();
+    c.create_cluster(ClusterSpec::new("stuck", "1.20.2", 1))
+        .await
+        .unwrap();
+    for a in agents.iter_mut() {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            a.handle
+                .placement
+                .wait_for(|p| p.components.contains_key("stuck/etcd-0")),
+        )
+        .await;
+    }
+    let port = etcd_client_port(&agents, "stuck", 0);
+
+    // The black hole: connections are accepted, then nothing is said.
+    let hole = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed_in = closed.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut conn, _)) = hole.accept().await {
+            let _ = accepted_tx.send(());
+            let closed = closed_in.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                closed.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+
+    c.set_replicas("stuck", 3).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), accepted.recv())
+        .await
+        .expect("the scale-up step never reached etcd")
+        .unwrap();
+
+    // While that step hangs, another tenant's operations go through.
+    let started = std::time::Instant::now();
+    c.create_cluster(ClusterSpec::new("other", "1.20.2", 1))
+        .await
+        .unwrap();
+    let created = started.elapsed();
+    c.set_replicas("other", 3).await.unwrap();
+    c.delete_cluster("other").await.unwrap();
+    let done = started.elapsed();
+    assert!(
+        !closed.load(std::sync::atomic::Ordering::SeqCst),
+        "another cluster's create waited for the hung etcd to time out \
+         (create {created:?}, create+scale+delete {done:?})"
+    );
+    eprintln!("while one etcd hung: create {created:?}, create+scale+delete {done:?}");
+    // The stuck cluster says why it does not grow once its step fails.
+    eventually_async("stuck cluster shows its step's failure", || async {
+        c.get_cluster("stuck").await.is_ok_and(|v| {
+            v.status
+                .conditions
+                .iter()
+                .any(|k| k.kind == "Replicas" && k.message.contains("membership step failed"))
+        })
+    })
+    .await;
+    coord.shutdown().await;
+}

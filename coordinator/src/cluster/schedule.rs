@@ -90,6 +90,16 @@ impl Snapshot {
         }
         Snapshot { hypervisors, usage }
     }
+
+    /// Counts a replica slot that is taken but has no pods yet (its member
+    /// is being added): its ports and `resources` on its hypervisor.
+    pub fn reserve(&mut self, cluster: &str, slot: &ReplicaSlot, resources: Resources) {
+        let u = self.usage.entry(slot.hypervisor.clone()).or_default();
+        u.cpu_millis += resources.cpu_millis;
+        u.memory_bytes += resources.memory_bytes;
+        u.ports.extend(slot.ports.all());
+        u.clusters.insert(cluster.to_string());
+    }
 }
 
 /// What one cluster needs.
@@ -623,6 +633,26 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    /// A slot recorded before its pods (a member being added) takes its
+    /// ports and room like a placed replica: nothing else gets them.
+    #[test]
+    fn a_reserved_slot_is_taken() {
+        let mut snap = fleet(vec![public("p"), private("b")]);
+        let reserved = ReplicaSlot {
+            etcd: Default::default(),
+            index: 1,
+            hypervisor: "b".into(),
+            address: "b.example".into(),
+            ports: ports_from(30000),
+        };
+        snap.reserve("growing", &reserved, request(1).replica);
+        let got = schedule(&snap, &request(1)).unwrap();
+        assert_eq!(replicas(&got), vec![(0, "b", 30006)]);
+        let u = &snap.usage["b"];
+        assert_eq!((u.cpu_millis, u.memory_bytes), (250, 700 * MIB));
+        assert!(u.clusters.contains("growing"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use crate::coordinator::Inner;
 use crate::identity::{self, Verdict};
-use crate::store::{AgentIdentity, HypervisorRecord, HypervisorRegistration};
+use crate::state::WriteTxn;
+use crate::store::{AgentIdentity, HypervisorRegistration};
 use oi_proto::frame::{FrameReader, FrameWriter};
 use oi_proto::model::{Hello, Placement, StatusReport};
 use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};
@@ -115,7 +116,7 @@ enum End {
     Lost(String),
 }
 
-async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Established, Refusal> {
+async fn handshake(conn: &quinn::Connection, inner: &Arc<Inner>) -> Result<Established, Refusal> {
     let peer = peer_cert(conn)?;
     let cert_name = peer.name.clone();
     let timeout = inner.config.handshake_timeout;
@@ -168,10 +169,11 @@ async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Establishe
             ),
         ));
     }
-    register(inner, &hello, &peer).await?;
+    let serial = peer.serial.clone();
+    register(inner, &hello, peer).await?;
     Ok(Established {
         name: cert_name,
-        serial: peer.serial,
+        serial,
         hello,
         reader,
         writer,
@@ -179,6 +181,7 @@ async fn handshake(conn: &quinn::Connection, inner: &Inner) -> Result<Establishe
 }
 
 /// What the verified client certificate says.
+#[derive(Clone)]
 struct PeerCert {
     /// The hypervisor name (common name).
     name: String,
@@ -274,8 +277,23 @@ async fn check_identity(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result
 }
 
 /// Records what the agent reports about its machine and reconciles the
-/// placement generation it holds with the store's.
-async fn register(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), Refusal> {
+/// placement generation it holds with the store's: in one write, ordered
+/// with `oi hypervisor remove`.
+async fn register(inner: &Arc<Inner>, hello: &Hello, peer: PeerCert) -> Result<(), Refusal> {
+    let inner = inner.clone();
+    let hello = hello.clone();
+    let writer = inner.writer.clone();
+    writer
+        .run(move |tx| async move { register_in(&tx, &inner, &hello, &peer).await })
+        .await
+}
+
+async fn register_in(
+    tx: &WriteTxn,
+    inner: &Inner,
+    hello: &Hello,
+    peer: &PeerCert,
+) -> Result<(), Refusal> {
     let internal = |what: &str, e: &dyn std::fmt::Display| {
         tracing::error!(hypervisor = %hello.hypervisor_name, error = %e, "{what}");
         Refusal(
@@ -283,10 +301,8 @@ async fn register(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), R
             format!("{what} failed; retry later"),
         )
     };
-    let _write = inner.write_lock.lock().await;
     check_identity(inner, hello, peer).await?;
-    let existing = inner.index.record(&hello.hypervisor_name);
-    if let Some(existing) = &existing {
+    if let Some(existing) = tx.index().record(&hello.hypervisor_name) {
         if existing.role != hello.role {
             return Err(Refusal(
                 CloseCode::CloseRoleMismatch,
@@ -306,32 +322,16 @@ async fn register(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), R
         cpu_millis: hello.capacity.cpu_millis,
         memory_bytes: hello.capacity.memory_bytes,
     };
-    // A reconnecting agent usually reports what the store already holds:
-    // skip the durable write (one fsync under the write lock per connect),
-    // which otherwise serializes a reconnect storm.
-    let record = match existing {
-        Some(existing) if same_registration(&existing, &reg) => existing,
-        _ => {
-            let started = std::time::Instant::now();
-            let record = inner
-                .store
-                .register_hypervisor(&reg)
-                .await
-                .map_err(|e| internal("register hypervisor", &e))?;
-            inner.metrics.observe_store_write(started.elapsed());
-            record
-        }
-    };
-    let name = record.name.clone();
-    let generation = record.generation;
-    inner.index.upsert_record(record);
-    inner.metrics.set_generation(&name, generation);
+    let record = tx
+        .register_hypervisor(&reg)
+        .await
+        .map_err(|e| internal("register hypervisor", &e))?;
+    let (name, generation) = (record.name, record.generation);
     // An agent can hold a generation this store never handed out, e.g. after
     // the store was restored from a backup. Move past it, so the snapshot we
     // send is newer than what the agent holds and it converges.
-    if hello.applied.epoch == inner.index.epoch() && hello.applied.generation > generation {
-        let bumped = inner
-            .store
+    if hello.applied.epoch == tx.index().epoch() && hello.applied.generation > generation {
+        let bumped = tx
             .bump_generation(&name, hello.applied.generation)
             .await
             .map_err(|e| internal("bump generation", &e))?;
@@ -342,20 +342,8 @@ async fn register(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result<(), R
             now = bumped,
             "agent held a newer placement generation than the store; moved past it"
         );
-        inner.index.set_generation(&name, bumped);
-        inner.metrics.set_generation(&name, bumped);
     }
     Ok(())
-}
-
-/// Whether the store already holds what this registration would write.
-fn same_registration(existing: &HypervisorRecord, reg: &HypervisorRegistration) -> bool {
-    existing.name == reg.name
-        && existing.role == reg.role
-        && existing.address == reg.address
-        && existing.host_ports == reg.host_ports
-        && existing.cpu_millis == reg.cpu_millis
-        && existing.memory_bytes == reg.memory_bytes
 }
 
 fn frame(msg: coordinator_message::Msg) -> pb::CoordinatorMessage {
@@ -525,47 +513,3 @@ impl Session<'_> {
 }
 
 use oi_proto::clock::unix_ms;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oi_proto::model::{PortRange, Role};
-
-    #[test]
-    fn registration_is_written_only_when_it_changes() {
-        let reg = HypervisorRegistration {
-            name: "hv-1".into(),
-            role: Role::Private,
-            address: "10.0.0.1".into(),
-            host_ports: PortRange::new(30000, 30100).unwrap(),
-            cpu_millis: 4000,
-            memory_bytes: 8 << 30,
-        };
-        let rec = HypervisorRecord {
-            name: reg.name.clone(),
-            role: reg.role,
-            address: reg.address.clone(),
-            host_ports: reg.host_ports,
-            cpu_millis: reg.cpu_millis,
-            memory_bytes: reg.memory_bytes,
-            labels: [("zone".to_string(), "a".to_string())].into(),
-            cordoned: true,
-            last_seen_unix_ms: Some(5),
-            generation: 9,
-        };
-        // What the agent does not report (labels, cordon, ...) is no change.
-        assert!(same_registration(&rec, &reg));
-        let changes: [fn(&mut HypervisorRegistration); 5] = [
-            |r| r.role = Role::Public,
-            |r| r.address = "10.0.0.2".into(),
-            |r| r.host_ports = PortRange::new(30000, 30101).unwrap(),
-            |r| r.cpu_millis += 1,
-            |r| r.memory_bytes += 1,
-        ];
-        for (i, change) in changes.iter().enumerate() {
-            let mut r = reg.clone();
-            change(&mut r);
-            assert!(!same_registration(&rec, &r), "change {i}");
-        }
-    }
-}

@@ -3,9 +3,12 @@
 //! only when *its* placement changes), its link state and what its agent
 //! last reported (observed state, `None` when unknown).
 //!
-//! The index is rebuilt from the store on start and updated only after the
-//! store has committed, so it never runs ahead of durable state.
+//! The index is rebuilt from the store on start. Its desired state (records,
+//! placements, reservations) changes only through [`super::WriteTxn`], after
+//! the store has committed, so it never runs ahead of durable state; link
+//! state and observed state belong to the agents' sessions.
 
+use crate::cluster::model::{Allocation, ReplicaSlot};
 use crate::cluster::status::PlacedComponent;
 use crate::store::{HypervisorRecord, PlacementChange};
 use oi_proto::model::{Component, Placement, StatusReport};
@@ -49,6 +52,9 @@ struct Inner {
     hypervisors: BTreeMap<String, Entry>,
     /// component id -> hypervisor it is placed on
     location: HashMap<String, String>,
+    /// Per cluster: replica slots recorded with no pods yet (`adding`),
+    /// whose ports and capacity no placement shows but which are taken.
+    reserved: BTreeMap<String, Vec<ReplicaSlot>>,
 }
 
 pub struct Index {
@@ -105,7 +111,7 @@ impl Index {
 
     /// Adds or refreshes a hypervisor's record; a new one starts with an
     /// empty placement at the record's generation.
-    pub fn upsert_record(&self, record: HypervisorRecord) {
+    pub(super) fn upsert_record(&self, record: HypervisorRecord) {
         let mut inner = self.lock();
         match inner.hypervisors.get_mut(&record.name) {
             Some(e) => e.record = record,
@@ -128,7 +134,7 @@ impl Index {
     /// Forgets a hypervisor (after the store did); returns its open
     /// connection, for the caller to close. Its session sees the placement
     /// channel end.
-    pub fn remove(&self, name: &str) -> Option<quinn::Connection> {
+    pub(super) fn remove(&self, name: &str) -> Option<quinn::Connection> {
         let mut inner = self.lock();
         let entry = inner.hypervisors.remove(name)?;
         inner.location.retain(|_, hv| hv != name);
@@ -160,7 +166,7 @@ impl Index {
 
     /// Mirrors a committed store write. `generations` holds the new generation
     /// of each hypervisor whose placement changed; only their agents are told.
-    pub fn apply(&self, changes: &[PlacementChange], generations: &BTreeMap<String, u64>) {
+    pub(super) fn apply(&self, changes: &[PlacementChange], generations: &BTreeMap<String, u64>) {
         let mut inner = self.lock();
         let mut next: BTreeMap<String, Placement> = BTreeMap::new();
         let working = |inner: &Inner, hv: &str, next: &mut BTreeMap<String, Placement>| {
@@ -216,7 +222,7 @@ impl Index {
 
     /// Moves a hypervisor's placement to a new generation without changing
     /// its components (after [`crate::store::Store::bump_generation`]).
-    pub fn set_generation(&self, name: &str, generation: u64) {
+    pub(super) fn set_generation(&self, name: &str, generation: u64) {
         let mut inner = self.lock();
         if let Some(e) = inner.hypervisors.get_mut(name) {
             e.record.generation = generation;
@@ -307,6 +313,37 @@ impl Index {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// Records which of `cluster`'s slots are taken without pods (after the
+    /// store committed its allocation; `None`: the cluster is gone or not
+    /// placed).
+    pub(super) fn reserve(&self, cluster: &str, allocation: Option<&Allocation>) {
+        let slots: Vec<ReplicaSlot> = allocation
+            .map(|a| {
+                a.replicas
+                    .iter()
+                    .filter(|s| s.etcd.adding)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut inner = self.lock();
+        if slots.is_empty() {
+            inner.reserved.remove(cluster);
+        } else {
+            inner.reserved.insert(cluster.to_string(), slots);
+        }
+    }
+
+    /// Slots taken without pods, with their cluster, except `cluster`'s.
+    pub fn reserved_except(&self, cluster: &str) -> Vec<(String, ReplicaSlot)> {
+        self.lock()
+            .reserved
+            .iter()
+            .filter(|(c, _)| c.as_str() != cluster)
+            .flat_map(|(c, slots)| slots.iter().map(|s| (c.clone(), s.clone())))
+            .collect()
     }
 
     /// Ids of every component of `cluster`.
