@@ -63,9 +63,23 @@ pub(crate) struct Inner {
     pub bootstrapped: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
     /// Hypervisors being drained: the scheduler keeps no slot on them.
     pub draining: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Hypervisor removals waiting for replicas to move off, or why the
+    /// last one stopped (in memory: after a restart the hypervisor stays
+    /// cordoned, its replicas keep moving, and `oi hypervisor remove` is
+    /// run again to finish).
+    pub hypervisor_removals: std::sync::Mutex<std::collections::HashMap<String, HvRemoval>>,
     /// `HOST:PORT` of the admin API (joins) and of the link, as machines
     /// elsewhere reach them.
     pub endpoints: Endpoints,
+}
+
+/// A hypervisor removal that could not finish at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum HvRemoval {
+    /// Replicas are moving off; the removal finishes when they are gone.
+    Moving,
+    /// It stopped: why, and what to do.
+    Failed(String),
 }
 
 /// Where joining machines and agents reach this coordinator.
@@ -257,6 +271,7 @@ impl Coordinator {
             removals: Default::default(),
             bootstrapped: Default::default(),
             draining: Default::default(),
+            hypervisor_removals: Default::default(),
             endpoints,
         });
         let coordinator = Coordinator { inner };

@@ -4,7 +4,7 @@
 
 use crate::cluster::render;
 use crate::cluster::schedule;
-use crate::coordinator::{Coordinator, CoordinatorError, Inner};
+use crate::coordinator::{Coordinator, CoordinatorError, HvRemoval, Inner};
 use crate::join::unix_ms;
 use crate::ops::{DrainOutcome, OpError, RemoveOutcome};
 use crate::store::StoreError;
@@ -17,7 +17,7 @@ use std::time::Duration;
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// How long `remove` waits for the clusters on a hypervisor to move off.
-const MOVE_WAIT: Duration = Duration::from_secs(180);
+const MOVE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 fn not_found(name: &str) -> OpError {
     OpError::NotFound(format!(
@@ -168,9 +168,16 @@ impl Coordinator {
     /// Waits (at most [`MOVE_WAIT`]) until no cluster has a component on
     /// `name`: replicas marked leaving by the drain migrate one etcd member
     /// at a time (a replacement joins elsewhere, then they are removed).
-    async fn wait_moved_off(&self, name: &str) {
+    /// Returns whether they are gone.
+    async fn wait_moved_off(&self, name: &str) -> bool {
         let deadline = tokio::time::Instant::now() + MOVE_WAIT;
-        while !self.clusters_on(name).is_empty() && tokio::time::Instant::now() < deadline {
+        loop {
+            if self.clusters_on(name).is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -183,7 +190,7 @@ impl Coordinator {
             let Some(view) = self.inner.index.view(name) else {
                 return;
             };
-            let connected = matches!(view.link, crate::index::LinkState::Connected { .. });
+            let connected = matches!(view.link, crate::state::index::LinkState::Connected { .. });
             let applied = view
                 .observed
                 .as_ref()
@@ -200,6 +207,11 @@ impl Coordinator {
         }
     }
 
+    /// Removes a hypervisor: drains it, then (once nothing of any cluster
+    /// is left there) revokes its certificates, closes its link and forgets
+    /// it. Returns at once: when replicas must first move off (one etcd
+    /// member at a time, minutes per cluster), the removal finishes in the
+    /// background (`done` false), and `oi hypervisor list` shows it.
     pub async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError> {
         let registered = self.inner.index.record(name).is_some();
         let identities = self
@@ -213,10 +225,90 @@ impl Coordinator {
         if !registered && identities.iter().all(|i| i.revoked_unix_ms.is_some()) {
             return Err(not_found(name));
         }
-        let mut outcome = RemoveOutcome::default();
+        if !registered {
+            return self
+                .finish_removal(name, false, DrainOutcome::default())
+                .await;
+        }
+        if self.removal(name) == Some(HvRemoval::Moving) {
+            // Asked again while it runs: the same removal goes on.
+            return Ok(RemoveOutcome::default());
+        }
+        let drained = self.drain(name, true).await?;
+        if self.clusters_on(name).is_empty() {
+            return self.finish_removal(name, true, drained).await;
+        }
+        self.set_removal(name, Some(HvRemoval::Moving));
+        let this = self.clone();
+        let owned = name.to_string();
+        tokio::spawn(async move {
+            let name = owned;
+            let result = if this.wait_moved_off(&name).await {
+                this.finish_removal(&name, true, DrainOutcome::default())
+                    .await
+                    .map(|_| ())
+            } else {
+                Err(OpError::FailedPrecondition(format!(
+                    "replicas did not move off within {MOVE_WAIT:?} (`oi cluster get NAME` shows \
+                     why); {name} stays cordoned and joined: run `oi hypervisor remove {name}` \
+                     again"
+                )))
+            };
+            match result {
+                Ok(()) => this.set_removal(&name, None),
+                Err(e) => {
+                    tracing::warn!(hypervisor = %name, error = %e, "hypervisor removal stopped");
+                    this.set_removal(&name, Some(HvRemoval::Failed(e.to_string())));
+                }
+            }
+        });
+        tracing::info!(hypervisor = %name, moving = ?drained.rescheduled, "hypervisor removal started");
+        Ok(RemoveOutcome {
+            drained,
+            ..Default::default()
+        })
+    }
+
+    pub(crate) fn removal(&self, name: &str) -> Option<HvRemoval> {
+        self.inner
+            .hypervisor_removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn set_removal(&self, name: &str, state: Option<HvRemoval>) {
+        let mut removals = self
+            .inner
+            .hypervisor_removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match state {
+            Some(s) => {
+                removals.insert(name.to_string(), s);
+            }
+            None => {
+                removals.remove(name);
+            }
+        }
+    }
+
+    /// The end of a removal, once nothing of a cluster is left on `name`:
+    /// the agent applies its emptied placement, then the certificates are
+    /// revoked, the link closed and the hypervisor forgotten.
+    async fn finish_removal(
+        &self,
+        name: &str,
+        registered: bool,
+        drained: DrainOutcome,
+    ) -> Result<RemoveOutcome, OpError> {
+        let mut outcome = RemoveOutcome {
+            drained,
+            done: true,
+            ..Default::default()
+        };
         if registered {
-            outcome.drained = self.drain(name, true).await?;
-            self.wait_moved_off(name).await;
             self.wait_applied(name).await;
             let placement = self.inner.index.placement(name);
             let left = |owned: bool| -> Vec<String> {
@@ -238,9 +330,8 @@ impl Coordinator {
             }
             if !moving.is_empty() {
                 return Err(OpError::FailedPrecondition(format!(
-                    "hypervisor {name} still holds {}: control-plane replicas move off one etcd \
-                     member at a time (`oi cluster get` shows progress); it stays cordoned and \
-                     joined: run `oi hypervisor remove {name}` again when they are gone",
+                    "hypervisor {name} still holds {}; it stays cordoned and joined: run \
+                     `oi hypervisor remove {name}` again",
                     moving.join(", ")
                 )));
             }

@@ -4,11 +4,12 @@
 use crate::cluster::model::ClusterSpec;
 use crate::cluster::status::component_view;
 use crate::coordinator::Coordinator;
-use crate::index::LinkState;
+use crate::coordinator::HvRemoval;
 use crate::ops::{
     ApplyOutcome, ClusterView, ComponentView, CreatedToken, DrainOutcome, HypervisorSummary,
     JoinRequest, JoinTokenView, Joined, Leftover, OpError, Operations, RemoveOutcome, VersionInfo,
 };
+use crate::state::index::LinkState;
 use async_trait::async_trait;
 use oi_proto::model::Role;
 use std::time::Duration;
@@ -134,6 +135,14 @@ impl Operations for Coordinator {
                         v.record.last_seen_unix_ms
                     },
                     not_adopted,
+                    removal: match self.removal(&v.record.name) {
+                        None => String::new(),
+                        Some(HvRemoval::Moving) => format!(
+                            "removing: waiting for {} component(s) of clusters to move off",
+                            v.placement.components.len()
+                        ),
+                        Some(HvRemoval::Failed(why)) => format!("removal failed: {why}"),
+                    },
                 }
             })
             .collect())

@@ -135,6 +135,8 @@ pub struct HypervisorSummary {
     pub last_seen_unix_ms: Option<u64>,
     /// Components the agent holds from an earlier store (not adopted).
     pub not_adopted: Vec<String>,
+    /// A removal in progress, or why the last one stopped; empty: none.
+    pub removal: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -243,6 +245,9 @@ pub struct RemoveOutcome {
     pub revoked_certificates: u32,
     /// An agent was connected; its connection was closed.
     pub disconnected: bool,
+    /// Removed now. Otherwise replicas are still moving off, and the
+    /// coordinator finishes the removal when they are gone.
+    pub done: bool,
 }
 
 #[async_trait]

@@ -237,6 +237,7 @@ impl Operations for Fake {
             } else {
                 vec!["old/etcd-0".into(), "old/ingress".into()]
             },
+            removal: String::new(),
         };
         Ok(vec![
             hv("hv-private-1", Role::Private, true),
@@ -283,6 +284,7 @@ impl Operations for Fake {
             },
             revoked_certificates: 2,
             disconnected: true,
+            done: true,
         })
     }
 

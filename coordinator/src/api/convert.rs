@@ -215,6 +215,7 @@ impl From<HypervisorSummary> for pb::Hypervisor {
             generation: h.generation,
             last_seen_unix_ms: h.last_seen_unix_ms.unwrap_or(0),
             not_adopted: h.not_adopted,
+            removal: h.removal,
         }
     }
 }
@@ -240,6 +241,7 @@ impl TryFrom<pb::Hypervisor> for HypervisorSummary {
             generation: h.generation,
             last_seen_unix_ms: (h.last_seen_unix_ms != 0).then_some(h.last_seen_unix_ms),
             not_adopted: h.not_adopted,
+            removal: h.removal,
         })
     }
 }
@@ -270,6 +272,7 @@ impl From<RemoveOutcome> for pb::RemoveResponse {
             drained: Some(r.drained.into()),
             revoked_certificates: r.revoked_certificates,
             disconnected: r.disconnected,
+            done: r.done,
         }
     }
 }
@@ -280,6 +283,7 @@ impl From<pb::RemoveResponse> for RemoveOutcome {
             drained: r.drained.map(Into::into).unwrap_or_default(),
             revoked_certificates: r.revoked_certificates,
             disconnected: r.disconnected,
+            done: r.done,
         }
     }
 }
@@ -426,6 +430,7 @@ mod tests {
                 generation: 7,
                 last_seen_unix_ms: last_seen,
                 not_adopted: vec!["old/etcd-0".into()],
+                removal: "removing: beta/etcd-0 moving off".into(),
             };
             assert_eq!(
                 HypervisorSummary::try_from(pb::Hypervisor::from(h.clone())),
@@ -461,6 +466,7 @@ mod tests {
             },
             revoked_certificates: 2,
             disconnected: true,
+            done: true,
         };
         assert_eq!(
             RemoveOutcome::from(pb::RemoveResponse::from(removed.clone())),

@@ -27,6 +27,9 @@ pub async fn hypervisors(ctx: &mut Ctx<'_>, format: Format) -> CliResult {
         return Ok(());
     }
     ctx.out(&hypervisor_table(&list, now_ms()))?;
+    for h in list.iter().filter(|h| !h.removal.is_empty()) {
+        ctx.note(&format!("{}: {}", h.name, h.removal));
+    }
     for h in list.iter().filter(|h| !h.not_adopted.is_empty()) {
         let shown: Vec<&str> = h.not_adopted.iter().take(5).map(String::as_str).collect();
         let more = h.not_adopted.len().saturating_sub(shown.len());

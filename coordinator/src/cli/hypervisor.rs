@@ -1,7 +1,8 @@
 //! `oi hypervisor cordon|uncordon|drain|remove NAME`.
 
-use super::exit::CliResult;
-use super::Ctx;
+use super::exit::{CliError, CliResult, Exit};
+use super::wait::{poll_until, Progress};
+use super::{Ctx, WaitArgs};
 use crate::ops::{DrainOutcome, RemoveOutcome};
 use oi_proto::api as pb;
 
@@ -80,7 +81,18 @@ pub fn removed_text(name: &str, r: &RemoveOutcome) -> String {
     out
 }
 
-pub async fn remove(ctx: &mut Ctx<'_>, name: &str) -> CliResult {
+/// What `remove` says when replicas must move off first.
+pub fn removing_text(name: &str, r: &RemoveOutcome) -> String {
+    let mut out = format!(
+        "hypervisor/{name} is being removed: it is cordoned, and once the replicas on it have \
+         moved off (one etcd member at a time) its certificates are revoked and it is \
+         forgotten; `oi hypervisor list` shows progress (or use --wait)\n"
+    );
+    out.push_str(&drained_lines(name, &r.drained));
+    out
+}
+
+pub async fn remove(ctx: &mut Ctx<'_>, name: &str, wait: WaitArgs) -> CliResult {
     let conn = ctx.connect().await?;
     let r: RemoveOutcome = conn
         .hypervisors()
@@ -88,7 +100,61 @@ pub async fn remove(ctx: &mut Ctx<'_>, name: &str) -> CliResult {
         .await?
         .into_inner()
         .into();
-    ctx.out(&removed_text(name, &r))
+    if r.done {
+        return ctx.out(&removed_text(name, &r));
+    }
+    ctx.out(&removing_text(name, &r))?;
+    if !wait.wait {
+        return Ok(());
+    }
+    let owned = name.to_string();
+    let client = conn.hypervisors();
+    poll_until(
+        ctx.io.stdout,
+        ctx.poll,
+        wait.timeout,
+        || {
+            let mut client = client.clone();
+            let name = owned.clone();
+            async move {
+                let list = client
+                    .list(pb::ListHypervisorsRequest {})
+                    .await?
+                    .into_inner()
+                    .hypervisors;
+                let Some(h) = list.into_iter().find(|h| h.name == name) else {
+                    return Ok(Progress::Done);
+                };
+                if let Some(why) = h.removal.strip_prefix("removal failed: ") {
+                    return Err(CliError::new(
+                        Exit::Error,
+                        format!("the removal of hypervisor {name} stopped: {why}"),
+                    ));
+                }
+                Ok(Progress::Left(vec![format!(
+                    "hypervisor/{name}: {} component(s) left{}",
+                    h.components,
+                    if h.removal.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", h.removal)
+                    }
+                )]))
+            }
+        },
+        |_| {
+            format!(
+                "timed out after {} waiting for hypervisor {owned} to be removed; the \
+                     removal goes on (see `oi hypervisor list` and `oi cluster get NAME`)",
+                super::wait::humanize(wait.timeout)
+            )
+        },
+    )
+    .await?;
+    ctx.out(&format!(
+        "hypervisor/{name} removed: certificates revoked, agent disconnected\n  on {name}, stop \
+         the agent: systemctl disable --now oi-agent; or join it again with a new token\n"
+    ))
 }
 
 #[cfg(test)]
@@ -104,6 +170,7 @@ mod tests {
             },
             revoked_certificates: 1,
             disconnected: true,
+            done: true,
         };
         assert_eq!(
             removed_text("hv-1", &r),

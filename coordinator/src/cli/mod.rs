@@ -184,8 +184,14 @@ pub enum HypervisorCmd {
     /// (refused, with nothing moved, if a cluster has nowhere else to go).
     Drain { name: String },
     /// Drain the hypervisor (clusters with nowhere to go become pending),
-    /// revoke its certificates, disconnect its agent and forget it.
-    Remove { name: String },
+    /// revoke its certificates, disconnect its agent and forget it. Returns
+    /// at once; while replicas move off (one etcd member at a time) the
+    /// coordinator finishes it in the background: --wait follows it.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -352,7 +358,9 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
             hypervisor::cordon(ctx, &name, false).await
         }
         Command::Hypervisor(HypervisorCmd::Drain { name }) => hypervisor::drain(ctx, &name).await,
-        Command::Hypervisor(HypervisorCmd::Remove { name }) => hypervisor::remove(ctx, &name).await,
+        Command::Hypervisor(HypervisorCmd::Remove { name, wait }) => {
+            hypervisor::remove(ctx, &name, wait).await
+        }
         Command::Component(ComponentCmd::List { cluster, output }) => {
             fleet::components(ctx, cluster.as_deref(), output.format).await
         }

@@ -190,38 +190,41 @@ pub fn leftover_lines(left: &[crate::ops::Leftover]) -> Vec<String> {
         .collect()
 }
 
-/// Polls `look` (a deleted cluster's leftovers) until none is left,
-/// printing what is left whenever it changes, for at most `timeout`.
-pub async fn poll_removed<F, Fut>(
+/// What one look at a long operation found.
+pub enum Progress {
+    Done,
+    /// Not yet: the lines that say what is left (printed when they change).
+    Left(Vec<String>),
+}
+
+/// Looks every `interval` until `look` says done, printing what is left
+/// when it changes. An unavailable coordinator is retried (said once);
+/// another error ends it. After `timeout`, `timed_out` gets the last lines
+/// and says what to do.
+pub async fn poll_until<F, Fut>(
     out: &mut (dyn std::io::Write + Send),
-    name: &str,
     interval: Duration,
     timeout: Duration,
     mut look: F,
+    timed_out: impl FnOnce(&[String]) -> String,
 ) -> CliResult
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = CliResult<Vec<crate::ops::Leftover>>>,
+    Fut: std::future::Future<Output = CliResult<Progress>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last: Option<Vec<String>> = None;
+    let mut last: Vec<String> = Vec::new();
     let mut unavailable = false;
     loop {
         match look().await {
-            Ok(left) if left.is_empty() => return Ok(()),
-            Ok(left) => {
+            Ok(Progress::Done) => return Ok(()),
+            Ok(Progress::Left(lines)) => {
                 unavailable = false;
-                let lines = leftover_lines(&left);
-                if last.as_ref() != Some(&lines) {
-                    let _ = writeln!(
-                        out,
-                        "cluster {name}: removing from {} hypervisor(s)",
-                        left.len()
-                    );
+                if lines != last {
                     for line in &lines {
                         let _ = writeln!(out, "{line}");
                     }
-                    last = Some(lines);
+                    last = lines;
                 }
             }
             Err(e) if e.exit == Exit::Unavailable => {
@@ -235,19 +238,55 @@ where
         let _ = out.flush();
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            let left = last.map(|l| l.join(";")).unwrap_or_default();
-            return Err(CliError::new(
-                Exit::TimedOut,
-                format!(
-                    "timed out after {} waiting for cluster {name} to be removed from every \
-                     hypervisor; still there:{left}. The cluster is deleted; its agents remove \
-                     the rest when they can (see `oi hypervisor list` and the agents' logs)",
-                    humanize(timeout)
-                ),
-            ));
+            return Err(CliError::new(Exit::TimedOut, timed_out(&last)));
         }
         tokio::time::sleep(interval.min(deadline - now)).await;
     }
+}
+
+/// Polls `look` (a deleted cluster's leftovers) until none is left,
+/// printing what is left whenever it changes, for at most `timeout`.
+pub async fn poll_removed<F, Fut>(
+    out: &mut (dyn std::io::Write + Send),
+    name: &str,
+    interval: Duration,
+    timeout: Duration,
+    mut look: F,
+) -> CliResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CliResult<Vec<crate::ops::Leftover>>>,
+{
+    poll_until(
+        out,
+        interval,
+        timeout,
+        || {
+            let left = look();
+            async move {
+                let left = left.await?;
+                if left.is_empty() {
+                    return Ok(Progress::Done);
+                }
+                let mut lines = vec![format!(
+                    "cluster {name}: removing from {} hypervisor(s)",
+                    left.len()
+                )];
+                lines.extend(leftover_lines(&left));
+                Ok(Progress::Left(lines))
+            }
+        },
+        |last| {
+            let left = last.get(1..).unwrap_or_default().join(";");
+            format!(
+                "timed out after {} waiting for cluster {name} to be removed from every \
+                 hypervisor; still there:{left}. The cluster is deleted; its agents remove \
+                 the rest when they can (see `oi hypervisor list` and the agents' logs)",
+                humanize(timeout)
+            )
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! what the agents report, not from what the store says (the store forgets
 //! a cluster at once; its pods go when each agent has removed them).
 
-use crate::index::{HypervisorView, LinkState};
+use crate::state::index::{HypervisorView, LinkState};
 use oi_proto::model::REASON_REMOVING;
 use std::collections::BTreeSet;
 
