@@ -17,19 +17,30 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
+    // A new file (O_EXCL: never an existing one, never through a symlink)
+    // under a name no other writer picks.
+    let mut attempt = 0u32;
+    let (tmp, mut f) = loop {
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{:x}",
+            name.to_string_lossy(),
+            std::process::id(),
+            unique()
+        ));
+        match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 16 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e).with_context(|| format!("create {}", tmp.display())),
+        }
+    };
+    let result = (|| {
         // The umask may have narrowed the mode given to open().
         f.set_permissions(std::fs::Permissions::from_mode(mode))
             .with_context(|| format!("chmod {}", tmp.display()))?;
@@ -47,6 +58,16 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A value no earlier call in this process returned, mixed with the clock.
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ NEXT.fetch_add(1, Ordering::Relaxed).rotate_left(48)
 }
 
 /// Creates `dir` (and parents) with mode 0700 if it does not exist.
@@ -102,5 +123,24 @@ mod tests {
             .contains("chmod 600"));
         // Only the file itself is left: no temporary files.
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symlink_at_a_temporary_name_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("victim");
+        std::fs::write(&target, b"keep").unwrap();
+        // The names an older agent used: `.<name>.tmp-<pid>`.
+        let planted = dir
+            .path()
+            .join(format!(".state.json.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        write_atomic(&dir.path().join("state.json"), b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert_eq!(
+            std::fs::read(dir.path().join("state.json")).unwrap(),
+            b"new"
+        );
     }
 }

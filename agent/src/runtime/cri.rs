@@ -15,6 +15,7 @@
 //! the retention (`retired_retention_secs`, default 7 days). Until then an
 //! operator can move it back.
 
+use super::beneath;
 use super::cri_client::{CriClient, CriError};
 use super::{ContainerState, ObservedContainer, ObservedPod, Runtime, RuntimeError};
 use async_trait::async_trait;
@@ -239,30 +240,38 @@ impl CriRuntime {
     }
 
     /// Writes the spec's files atomically (directories 0700) and creates
-    /// missing mount sources as directories.
+    /// missing mount sources as directories, never through a symlink (what
+    /// runs in the pod can write in its mounts).
     fn write_files(&self, c: &Component) -> Result<PathBuf, RuntimeError> {
+        let other = |e: anyhow::Error| RuntimeError::Other(format!("{e:#}"));
         let dir = self.component_dir(&c.id, &c.incarnation);
-        oi_proto::fsutil::create_private_dir(&dir)
-            .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
+        oi_proto::fsutil::create_private_dir(&dir).map_err(other)?;
         for f in &c.pod.files {
-            let path = dir.join(&f.path);
-            if let Some(parent) = path.parent() {
-                oi_proto::fsutil::create_private_dir(parent)
-                    .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
-            }
-            oi_proto::fsutil::write_atomic(&path, &f.content, f.mode)
-                .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
+            beneath::write_beneath(&dir, Path::new(&f.path), &f.content, f.mode).map_err(other)?;
         }
         for m in c.pod.containers.iter().flat_map(|k| &k.mounts) {
             let src = dir.join(&m.source);
-            if !src.exists() {
-                oi_proto::fsutil::create_private_dir(&src)
-                    .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
+            match std::fs::symlink_metadata(&src) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(RuntimeError::Other(format!(
+                        "mount source {} is a symlink; refusing to mount it (remove it)",
+                        src.display()
+                    )))
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    beneath::dir_beneath(&dir, Path::new(&m.source)).map_err(other)?;
+                }
             }
         }
         // Last: what was written, for `list` (never inside a mount).
-        oi_proto::fsutil::write_atomic(&dir.join(FILES_MARKER), c.files_hash().as_bytes(), 0o600)
-            .map_err(|e| RuntimeError::Other(format!("{e:#}")))?;
+        beneath::write_beneath(
+            &dir,
+            Path::new(FILES_MARKER),
+            c.files_hash().as_bytes(),
+            0o600,
+        )
+        .map_err(other)?;
         Ok(dir)
     }
 

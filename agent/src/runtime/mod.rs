@@ -2,6 +2,7 @@
 //! one (containerd or any CRI v1 runtime); [`fake`] is an in-memory stand-in
 //! for unit and in-process tests only.
 
+mod beneath;
 pub mod cri;
 pub mod cri_client;
 pub mod fake;
