@@ -1,8 +1,13 @@
 //! The reconcile loop around [`crate::plan::plan`]: level-triggered, woken
-//! by a new placement, a probe result, the end of a backoff, or the periodic
-//! full resync. It never stops a container because the agent is shutting
-//! down or disconnected: only a placement that no longer names a component
-//! removes it.
+//! by a new placement, a probe result, the end of a backoff, finished work,
+//! or the periodic full resync. It never stops a container because the
+//! agent is shutting down or disconnected: only a placement that no longer
+//! names a component removes it.
+//!
+//! Work runs per component: each component's actions run in a task of
+//! their own, at most one per component at a time, so a ten-minute image
+//! pull for one component never delays restarting another's crashed
+//! container.
 
 use crate::plan::{self, Action, Failure};
 use crate::probe;
@@ -13,7 +18,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
-use tokio::task::AbortHandle;
+use tokio::task::{AbortHandle, Id, JoinSet};
+
+/// How long shutdown lets work in flight finish before dropping it (a pod
+/// left half-created is finished by the next start's plan).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What one component's task did: each action with its result, and the
+/// spec it acted on (for failure backoff).
+struct Done {
+    component: Option<Component>,
+    results: Vec<(Action, Result<(), RuntimeError>)>,
+}
 
 type ProbeTable = Arc<Mutex<HashMap<ProbeKey, ProbeView>>>;
 
@@ -28,6 +44,9 @@ pub struct Supervisor<R> {
     /// probes, and its task.
     probe_tasks: HashMap<ProbeKey, (String, u32, AbortHandle)>,
     probe_changed: Arc<Notify>,
+    /// One task per component with work in flight.
+    work: JoinSet<Done>,
+    in_flight: HashMap<Id, String>,
 }
 
 pub(crate) use oi_proto::clock::unix_ms as now_ms;
@@ -48,6 +67,8 @@ impl<R: Runtime> Supervisor<R> {
             probes: Arc::default(),
             probe_tasks: HashMap::new(),
             probe_changed: Arc::new(Notify::new()),
+            work: JoinSet::new(),
+            in_flight: HashMap::new(),
         }
     }
 
@@ -67,11 +88,23 @@ impl<R: Runtime> Supervisor<R> {
                     }
                 }
                 _ = notified.notified() => {}
+                Some(done) = self.work.join_next_with_id() => self.finished(done),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
         for (_, (_, _, task)) in self.probe_tasks.drain() {
             task.abort();
+        }
+        let work = &mut self.work;
+        if tokio::time::timeout(DRAIN, async { while work.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = work.len(),
+                "pod work did not finish within {DRAIN:?}; the next start finishes it"
+            );
+            work.abort_all();
         }
         tracing::info!("supervisor stopped; containers keep running");
     }
@@ -95,21 +128,7 @@ impl<R: Runtime> Supervisor<R> {
             }
         };
         let plan = plan::plan(&desired, &observed, &self.failures, now_ms());
-        let acted = !plan.actions.is_empty();
-        for action in plan.actions {
-            self.execute(&desired, action).await;
-        }
-        let observed = if acted {
-            match self.runtime.list().await {
-                Ok(o) => o,
-                Err(e) => {
-                    self.publish_unknown(&desired, &e);
-                    return plan.wake_at_ms;
-                }
-            }
-        } else {
-            observed
-        };
+        self.start_work(&desired, plan.actions);
         self.failures
             .retain(|id, _| desired.components.contains_key(id));
         self.sync_probes(&desired, &observed);
@@ -137,42 +156,60 @@ impl<R: Runtime> Supervisor<R> {
         plan.wake_at_ms
     }
 
-    async fn execute(&mut self, desired: &Placement, action: Action) {
-        let generation = desired.cursor.generation;
-        let (id, result) = match &action {
-            Action::Create { id } => {
-                let c = &desired.components[id];
-                tracing::info!(component = %id, spec = %c.spec_hash(), "creating pod");
-                (id, self.runtime.create(c, generation).await)
+    /// Starts a task for each component with actions, unless one runs for
+    /// it already (its finish wakes another pass, which plans again from
+    /// what the runtime then reports). A component's actions run in order.
+    fn start_work(&mut self, desired: &Placement, actions: Vec<Action>) {
+        let mut by_component: Vec<(String, Vec<Action>)> = Vec::new();
+        for action in actions {
+            let id = action_id(&action).to_string();
+            match by_component.iter_mut().find(|(i, _)| *i == id) {
+                Some((_, list)) => list.push(action),
+                None => by_component.push((id, vec![action])),
             }
-            Action::Restart { id, container } => {
-                let c = &desired.components[id];
-                tracing::info!(component = %id, %container, "starting container");
-                (
-                    id,
-                    self.runtime
-                        .restart_container(c, container, generation)
-                        .await,
-                )
+        }
+        for (id, actions) in by_component {
+            if self.in_flight.values().any(|busy| *busy == id) {
+                continue;
             }
-            Action::SyncFiles { id } => {
-                let c = &desired.components[id];
-                tracing::info!(component = %id, "files changed: rewriting them and reloading");
-                (id, self.runtime.sync_files(c).await)
-            }
-            Action::Remove { id, incarnation } => {
-                tracing::info!(component = %id, %incarnation, "removing pod that is no longer placed here");
-                (id, self.runtime.remove(id, incarnation).await)
+            let component = desired.components.get(&id).cloned();
+            let runtime = self.runtime.clone();
+            let generation = desired.cursor.generation;
+            let handle = self.work.spawn(async move {
+                let mut results = Vec::with_capacity(actions.len());
+                for action in actions {
+                    let result = execute(&*runtime, component.as_ref(), &action, generation).await;
+                    results.push((action, result));
+                }
+                Done { component, results }
+            });
+            self.in_flight.insert(handle.id(), id);
+        }
+    }
+
+    /// Records what a component's task did.
+    fn finished(&mut self, done: Result<(Id, Done), tokio::task::JoinError>) {
+        let (task, done) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "pod work task failed");
+                self.in_flight.remove(&e.id());
+                return;
             }
         };
-        match result {
-            Ok(()) => {
-                self.failures.remove(id);
-            }
-            Err(e) => {
-                tracing::warn!(component = %id, error = %e, "{action:?} failed");
-                if let Some(c) = desired.components.get(id) {
-                    self.record_failure(c, &e);
+        let Some(id) = self.in_flight.remove(&task) else {
+            return;
+        };
+        for (action, result) in done.results {
+            match result {
+                Ok(()) => {
+                    self.failures.remove(&id);
+                }
+                Err(e) => {
+                    tracing::warn!(component = %id, error = %e, "{action:?} failed");
+                    if let Some(c) = &done.component {
+                        self.record_failure(c, &e);
+                    }
                 }
             }
         }
@@ -278,6 +315,49 @@ impl<R: Runtime> Supervisor<R> {
     }
 }
 
+fn action_id(action: &Action) -> &str {
+    match action {
+        Action::Create { id }
+        | Action::Restart { id, .. }
+        | Action::SyncFiles { id }
+        | Action::Remove { id, .. } => id,
+    }
+}
+
+/// Runs one action against the runtime. `component` is the desired spec
+/// (`None` for a removal of what is no longer placed).
+async fn execute<R: Runtime>(
+    runtime: &R,
+    component: Option<&Component>,
+    action: &Action,
+    generation: u64,
+) -> Result<(), RuntimeError> {
+    let spec = |id: &str| {
+        component.ok_or_else(|| RuntimeError::Other(format!("component {id} is not placed")))
+    };
+    match action {
+        Action::Create { id } => {
+            let c = spec(id)?;
+            tracing::info!(component = %id, spec = %c.spec_hash(), "creating pod");
+            runtime.create(c, generation).await
+        }
+        Action::Restart { id, container } => {
+            tracing::info!(component = %id, %container, "starting container");
+            runtime
+                .restart_container(spec(id)?, container, generation)
+                .await
+        }
+        Action::SyncFiles { id } => {
+            tracing::info!(component = %id, "files changed: rewriting them and reloading");
+            runtime.sync_files(spec(id)?).await
+        }
+        Action::Remove { id, incarnation } => {
+            tracing::info!(component = %id, %incarnation, "removing pod that is no longer placed here");
+            runtime.remove(id, incarnation).await
+        }
+    }
+}
+
 /// How often a container that has not passed its probe yet is probed
 /// (when its period is longer): a starting API server is seen ready within
 /// a second, not up to a whole period later. Like kubelet's startup probes,
@@ -374,5 +454,73 @@ mod tests {
                 "{period:?} {passed}"
             );
         }
+    }
+
+    fn component(id: &str, image: &str) -> Component {
+        Component {
+            incarnation: String::new(),
+            id: id.into(),
+            cluster: String::new(),
+            pod: oi_proto::model::PodSpec {
+                containers: vec![oi_proto::model::Container {
+                    name: "c".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }],
+                files: vec![],
+            },
+        }
+    }
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not within 5s");
+    }
+
+    /// A pull that takes long (here: forever, until released) for one
+    /// component does not hold up another: it is created, and its crashed
+    /// container restarted, meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_pull_does_not_hold_up_other_components() {
+        use crate::runtime::fake::FakeRuntime;
+        let rt = Arc::new(FakeRuntime::new());
+        rt.hold_pull("slow:1");
+        let mut placement = Placement::new("epoch", 1);
+        for c in [component("a", "slow:1"), component("b", "fast:1")] {
+            placement.components.insert(c.id.clone(), c);
+        }
+        let (_desired_tx, desired) = watch::channel(Arc::new(placement));
+        let (status_tx, _status) = watch::channel(Vec::new());
+        let sup = Supervisor::new(rt.clone(), desired, status_tx, Duration::from_millis(50));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(sup.run(stopped));
+
+        until("b created", || rt.create_count("b") == 1).await;
+        rt.exit("b", "c", 1);
+        let attempt = |rt: &FakeRuntime| {
+            rt.pods()
+                .iter()
+                .find(|p| p.component_id == "b")
+                .map(|p| (p.containers[0].attempt, p.containers[0].state.clone()))
+        };
+        until("b's crashed container restarted", || {
+            attempt(&rt) == Some((1, ContainerState::Running))
+        })
+        .await;
+        assert_eq!(rt.create_count("a"), 0, "a's pull is still running");
+        rt.release_pull("slow:1");
+        until("a created once its pull finished", || {
+            rt.create_count("a") == 1
+        })
+        .await;
+        let _ = stop.send(true);
+        task.await.unwrap();
+        // Still once each: no second create was started while one ran.
+        assert_eq!((rt.create_count("a"), rt.create_count("b")), (1, 1));
     }
 }

@@ -16,9 +16,19 @@ struct State {
     missing_images: BTreeSet<String>,
 }
 
-#[derive(Default)]
 pub struct FakeRuntime {
     state: Mutex<State>,
+    /// Images whose pull does not finish until released.
+    held_pulls: tokio::sync::watch::Sender<BTreeSet<String>>,
+}
+
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            held_pulls: tokio::sync::watch::Sender::new(BTreeSet::new()),
+        }
+    }
 }
 
 use oi_proto::clock::unix_ms as now_ms;
@@ -55,6 +65,20 @@ impl FakeRuntime {
         self.lock().missing_images.insert(image.to_string());
     }
 
+    /// Makes creating a pod with `image` wait, as a slow pull does, until
+    /// [`FakeRuntime::release_pull`].
+    pub fn hold_pull(&self, image: &str) {
+        self.held_pulls.send_modify(|h| {
+            h.insert(image.to_string());
+        });
+    }
+
+    pub fn release_pull(&self, image: &str) {
+        self.held_pulls.send_modify(|h| {
+            h.remove(image);
+        });
+    }
+
     /// Makes a container exit, as a crash would.
     pub fn exit(&self, id: &str, container: &str, code: i32) {
         let mut st = self.lock();
@@ -85,6 +109,16 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create(&self, component: &Component, generation: u64) -> Result<(), RuntimeError> {
+        let images: Vec<&str> = component
+            .pod
+            .containers
+            .iter()
+            .map(|k| k.image.as_str())
+            .collect();
+        let mut held = self.held_pulls.subscribe();
+        let _ = held
+            .wait_for(|h| !images.iter().any(|i| h.contains(*i)))
+            .await;
         let mut st = self.lock();
         for k in &component.pod.containers {
             if st.missing_images.contains(&k.image) {
