@@ -2,11 +2,10 @@
 //! receives its placement and runs and supervises the pods it names.
 
 pub mod agent;
+/// The on-disk formats, shared with the `oi` CLI.
+pub use oi_agent_files::{config, identity, link_file};
 pub mod backoff;
-pub mod config;
-pub mod identity;
 pub mod link;
-pub mod link_file;
 pub mod plan;
 pub mod probe;
 pub mod reconnect;

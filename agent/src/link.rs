@@ -55,36 +55,33 @@ pub struct LinkConfig {
     pub status_file: Option<PathBuf>,
 }
 
-/// Why the last connection attempt or link ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkError {
-    /// The coordinator's close code, when it closed the link on purpose.
-    pub code: Option<CloseCode>,
-    pub reason: String,
-}
+pub use oi_agent_files::link_file::{LinkError, LinkStatus};
 
-impl std::fmt::Display for LinkError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.code {
-            Some(code) => write!(f, "{} ({})", self.reason, code.label()),
-            None => f.write_str(&self.reason),
-        }
-    }
-}
-
-/// What the link is doing, for status reporting and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LinkStatus {
-    Connecting {
-        attempt: u64,
-        last_error: Option<LinkError>,
-    },
-    Connected {
-        peer: SocketAddr,
-        /// Serial of the certificate this connection was made with.
-        certificate_serial: String,
-    },
-    Stopped,
+/// The link settings of `config`, with the identity read from disk (an
+/// interrupted renewal finished or discarded first).
+pub fn link_config(config: &crate::config::Config) -> anyhow::Result<LinkConfig> {
+    let (ca, identity) = load_identity(&config.ca_path, &config.cert_path, &config.key_path)?;
+    Ok(LinkConfig {
+        name: config.name.clone(),
+        role: config.role,
+        coordinator: config.coordinator.clone(),
+        server_name: config.server_name.clone(),
+        identity,
+        ca,
+        capacity: oi_proto::model::Capacity {
+            cpu_millis: config.cpu_millis,
+            memory_bytes: config.memory_bytes,
+            host_ports: config.port_range,
+            address: config.address.clone(),
+        },
+        state_path: config.placement_path(),
+        reconnect: crate::reconnect::Reconnect::default(),
+        identity_files: Some(crate::identity::IdentityFiles {
+            cert: config.cert_path.clone(),
+            key: config.key_path.clone(),
+        }),
+        status_file: Some(config.link_file_path()),
+    })
 }
 
 /// A renewal asked for and not answered yet.

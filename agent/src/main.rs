@@ -101,7 +101,7 @@ fn release_held(config: &oi_agent::config::Config, all: bool, ids: Vec<String>) 
 }
 
 async fn run(config: oi_agent::config::Config) -> Result<()> {
-    let link = config.link_config()?;
+    let link = oi_agent::link::link_config(&config)?;
     let runtime = Arc::new(oi_agent::runtime::connect(&config).await?);
     let handle = agent::start(
         AgentOptions {

@@ -13,7 +13,7 @@
 use crate::cluster::model::Allocation;
 use crate::cluster::pki::APISERVER_KUBELET_CLIENT_USER;
 use crate::coordinator::Coordinator;
-use crate::ops::ClusterPhase;
+use crate::operations::ClusterPhase;
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -12,7 +12,7 @@ use crate::cluster::render::{self, RenderInput};
 use crate::cluster::schedule::{self, HypervisorInfo, Snapshot};
 use crate::cluster::status;
 use crate::coordinator::Coordinator;
-use crate::ops::{ClusterView, OpError};
+use crate::operations::{ClusterView, OpError};
 use crate::state::index::LinkState;
 use crate::store::{ClusterRecord, PlacementChange, StoreError};
 use serde::{Deserialize, Serialize};
@@ -432,7 +432,7 @@ impl Coordinator {
             &placed,
             ever.contains(&name) || record.ready_unix_ms.is_some(),
         );
-        if status.phase == crate::ops::ClusterPhase::Ready {
+        if status.phase == crate::operations::ClusterPhase::Ready {
             ever.insert(name.clone());
         }
         drop(ever);

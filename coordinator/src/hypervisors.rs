@@ -6,7 +6,7 @@ use crate::cluster::render;
 use crate::cluster::schedule;
 use crate::coordinator::{Coordinator, CoordinatorError, HvRemoval, Inner};
 use crate::join::unix_ms;
-use crate::ops::{DrainOutcome, OpError, RemoveOutcome};
+use crate::operations::{DrainOutcome, OpError, RemoveOutcome};
 use crate::store::StoreError;
 use oi_proto::pb::CloseCode;
 use std::collections::BTreeSet;

@@ -7,7 +7,7 @@
 //! this, in the API (`api/join.rs`).
 
 use crate::coordinator::Coordinator;
-use crate::ops::{CreatedToken, JoinRequest, JoinTokenView, Joined, OpError};
+use crate::operations::{CreatedToken, JoinRequest, JoinTokenView, Joined, OpError};
 use crate::pki::CsrError;
 use crate::store::{AgentIdentity, StoreError};
 use crate::tokens::{is_token_id, JoinToken, TokenRefusal, TokenSecret};
@@ -147,7 +147,7 @@ impl Coordinator {
         }
     }
 
-    /// See [`crate::ops::Operations::join_hypervisor`]. Logs every refusal
+    /// See [`crate::operations::Operations::join_hypervisor`]. Logs every refusal
     /// with the source address and the reason (never the token).
     pub async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError> {
         let peer = req

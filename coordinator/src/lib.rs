@@ -17,7 +17,6 @@ pub mod join;
 pub mod link;
 pub mod metrics;
 pub mod operations;
-pub mod ops;
 pub mod pki;
 pub mod scaling;
 pub mod seal;

@@ -1,18 +1,66 @@
-//! [`Operations`] for the real coordinator: the administrative API's view
-//! of clusters, hypervisors and components.
+//! The operations the coordinator offers to administrators, as plain Rust:
+//! the gRPC API (`crate::api`) serves this trait and maps [`OpError`] to
+//! wire codes in one place; [`Coordinator`] implements it below, on top of
+//! its cluster and hypervisor lifecycles. The vocabulary is
+//! `oi_api_types::views`.
+
+pub use oi_api_types::views::*;
 
 use crate::cluster::model::ClusterSpec;
 use crate::cluster::status::component_view;
-use crate::coordinator::Coordinator;
-use crate::coordinator::HvRemoval;
-use crate::ops::{
-    ApplyOutcome, ClusterView, ComponentView, CreatedToken, DrainOutcome, HypervisorSummary,
-    JoinRequest, JoinTokenView, Joined, Leftover, OpError, Operations, RemoveOutcome, VersionInfo,
-};
+use crate::coordinator::{Coordinator, HvRemoval};
 use crate::state::index::LinkState;
 use async_trait::async_trait;
 use oi_proto::model::Role;
 use std::time::Duration;
+
+#[async_trait]
+pub trait Operations: Send + Sync + 'static {
+    /// Validates, stores and places a new cluster. Refuses an existing name.
+    async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError>;
+    /// Creates the cluster, or changes an existing one to match `spec`.
+    async fn apply_cluster(
+        &self,
+        spec: ClusterSpec,
+    ) -> Result<(ClusterView, ApplyOutcome), OpError>;
+    async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError>;
+    async fn list_clusters(&self) -> Result<Vec<ClusterView>, OpError>;
+    /// Removes every component of the cluster from every hypervisor and
+    /// forgets its state.
+    async fn delete_cluster(&self, name: &str) -> Result<(), OpError>;
+    /// What still holds components of deleted cluster `name`, as the
+    /// agents report it; empty once every hypervisor removed them.
+    async fn cluster_leftovers(&self, name: &str) -> Result<Vec<Leftover>, OpError>;
+    /// An admin kubeconfig (a fresh client certificate) for the cluster.
+    async fn kubeconfig(&self, name: &str) -> Result<String, OpError>;
+    async fn list_hypervisors(&self) -> Result<Vec<HypervisorSummary>, OpError>;
+    /// Components of one cluster, or of all when `cluster` is None.
+    async fn list_components(&self, cluster: Option<&str>) -> Result<Vec<ComponentView>, OpError>;
+    fn kubernetes_versions(&self) -> Vec<VersionInfo>;
+
+    /// Cordons (no new placements) or uncordons a hypervisor.
+    async fn cordon_hypervisor(&self, name: &str, cordoned: bool) -> Result<(), OpError>;
+    /// Cordons the hypervisor and moves every cluster's pieces off it.
+    /// Refuses (FailedPrecondition, nothing moved) when a cluster there has
+    /// nowhere else to go.
+    async fn drain_hypervisor(&self, name: &str) -> Result<DrainOutcome, OpError>;
+    /// Drains the hypervisor (clusters with nowhere to go become pending),
+    /// revokes its certificates, closes its agent's connection and forgets
+    /// it. The name can then be joined again.
+    async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError>;
+    /// A new join token for hypervisors of `role`.
+    async fn create_join_token(
+        &self,
+        role: Role,
+        ttl: Duration,
+        max_uses: u32,
+    ) -> Result<CreatedToken, OpError>;
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenView>, OpError>;
+    async fn revoke_join_token(&self, id: &str) -> Result<(), OpError>;
+    /// Joins a hypervisor: checks the token (and uses it), the name, signs
+    /// the CSR. Unauthenticated: the token is the credential.
+    async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError>;
+}
 
 #[async_trait]
 impl Operations for Coordinator {

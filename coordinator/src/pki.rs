@@ -274,14 +274,7 @@ fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo> {
         .map_err(|e| anyhow!("unsupported key in the certificate signing request: {e}"))
 }
 
-/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo (DER).
-pub fn ca_cert_hash(der: &[u8]) -> Result<String> {
-    use sha2::Digest;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| anyhow!("parse certificate: {e}"))?;
-    let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
-    Ok(format!("sha256:{}", hex::encode(digest)))
-}
+pub use oi_api_types::cert::ca_cert_hash;
 
 /// A certificate's serial number, lowercase hex without leading zero bytes.
 pub fn cert_serial(der: &[u8]) -> Result<String> {

@@ -13,7 +13,7 @@ use crate::cluster::render::etcd::{client_url, peer_url};
 use crate::clusters::{store_err, ClusterSecrets, ClusterWrite, PlaceError};
 use crate::coordinator::Coordinator;
 use crate::etcd_admin::EtcdAdmin;
-use crate::ops::OpError;
+use crate::operations::OpError;
 use crate::store::{ClusterRecord, StoreError};
 use crate::work::Outcome;
 

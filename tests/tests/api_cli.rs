@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use oi_coordinator::api::{self, ApiTls};
 use oi_coordinator::cli::{run_with, Io};
 use oi_coordinator::cluster::model::ClusterSpec;
-use oi_coordinator::ops::*;
+use oi_coordinator::operations::*;
 use oi_coordinator::pki::{IssuedCert, LinkCa};
 use oi_proto::model::{Phase, Role};
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 
 use oi_agent::runtime::fake::FakeRuntime;
 use oi_coordinator::cluster::model::ClusterSpec;
-use oi_coordinator::ops::{ClusterPhase, OpError, Operations};
+use oi_coordinator::operations::{ClusterPhase, OpError, Operations};
 use oi_proto::model::Role;
 use oi_tests::*;
 use std::collections::BTreeSet;

@@ -632,7 +632,7 @@ async fn refusals_are_clear_logged_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_on_an_empty_store_sees_what_agents_hold() {
-    use oi_coordinator::ops::Operations;
+    use oi_coordinator::operations::Operations;
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let coord = start_coordinator(dir.path(), None).await.unwrap();

@@ -201,7 +201,7 @@ async fn start_joined(machine: &Path) -> TestAgent {
         .unwrap()
         .validate()
         .unwrap();
-    let mut link = config.link_config().unwrap();
+    let mut link = oi_agent::link::link_config(&config).unwrap();
     link.reconnect =
         oi_agent::reconnect::Reconnect::new(Duration::from_millis(50), Duration::from_millis(300));
     start_agent(link, Arc::new(FakeRuntime::new())).await

@@ -9,7 +9,7 @@
 use super::status::to_status;
 use crate::config::JoinLimits;
 use crate::metrics::Metrics;
-use crate::ops::{JoinRequest, OpError, Operations};
+use crate::operations::{JoinRequest, OpError, Operations};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use oi_proto::api as pb;
 use oi_proto::api::join_server::Join;

@@ -10,19 +10,37 @@
 //! against the hash it was given (`--ca-cert-hash`).
 //!
 //! Protobuf types stay in this module and the CLI: [`convert`] turns them
-//! into the operations' view types, [`status`] maps [`crate::ops::OpError`]
+//! into the operations' view types, [`status`] maps [`crate::operations::OpError`]
 //! to gRPC codes.
 
-pub mod admin_conf;
+pub use oi_api_types::admin_conf;
 pub mod auth;
-pub mod convert;
+pub use oi_api_types::convert;
 pub mod join;
 pub mod service;
 pub mod status;
 
-pub use admin_conf::{local_endpoint, write_admin_config, AdminConfig};
+pub use admin_conf::{local_endpoint, AdminConfig};
 
-use crate::ops::Operations;
+/// Writes admin credentials (`issued`) for the API at `endpoint` to `path`.
+pub fn write_admin_config(
+    path: &std::path::Path,
+    endpoint: &str,
+    server_name: &str,
+    ca_pem: &str,
+    issued: &crate::pki::IssuedCert,
+) -> anyhow::Result<()> {
+    AdminConfig {
+        endpoint: endpoint.to_string(),
+        server_name: server_name.to_string(),
+        ca_pem: ca_pem.to_string(),
+        cert_pem: issued.cert_pem.clone(),
+        key_pem: issued.key_pem.clone(),
+    }
+    .write(path)
+}
+
+use crate::operations::Operations;
 use crate::pki::{IssuedCert, LinkCa};
 use anyhow::{Context, Result};
 use join::{JoinApi, JoinLimiter, JoinSettings};

@@ -4,7 +4,7 @@ use super::auth::Admin;
 use super::convert::outcome_str;
 use super::status::to_status;
 use crate::cluster::model::ClusterSpec;
-use crate::ops::{OpError, Operations};
+use crate::operations::{OpError, Operations};
 use oi_proto::api as pb;
 use oi_proto::api::{
     clusters_server::Clusters, components_server::Components, hypervisors_server::Hypervisors,

@@ -1,6 +1,6 @@
 //! The one mapping from [`OpError`] to gRPC status codes.
 
-use crate::ops::OpError;
+use crate::operations::OpError;
 use tonic::{Code, Status};
 
 pub fn code_of(e: &OpError) -> Code {

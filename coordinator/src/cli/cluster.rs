@@ -7,7 +7,7 @@ use super::wait::{is_ready, poll, poll_removed, Look};
 use super::{CreateArgs, Ctx, WaitArgs};
 use crate::api::convert::outcome_from_str;
 use crate::cluster::model::ClusterSpec;
-use crate::ops::{ClusterView, ComponentView};
+use crate::operations::{ClusterView, ComponentView};
 use oi_proto::api::{self as pb, clusters_client::ClustersClient};
 use std::path::Path;
 use tonic::transport::Channel;
@@ -272,7 +272,7 @@ pub async fn delete(ctx: &mut Ctx<'_>, name: &str, w: WaitArgs) -> CliResult {
                 let r = client.removal(pb::ClusterRef { name }).await?.into_inner();
                 Ok(r.leftovers
                     .into_iter()
-                    .map(|l| crate::ops::Leftover {
+                    .map(|l| crate::operations::Leftover {
                         hypervisor: l.hypervisor,
                         components: l.components,
                         reason: l.reason,

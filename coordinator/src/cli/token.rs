@@ -3,7 +3,7 @@
 use super::exit::{CliError, CliResult, Exit};
 use super::output::{serialized, table, Format};
 use super::Ctx;
-use crate::ops::{CreatedToken, JoinTokenView};
+use crate::operations::{CreatedToken, JoinTokenView};
 use oi_proto::api as pb;
 use oi_proto::model::Role;
 use serde::Serialize;

@@ -2,7 +2,7 @@
 //! polling loops around it.
 
 use super::exit::{CliError, CliResult, Exit};
-use crate::ops::{ClusterPhase, ClusterView, ComponentView, Condition};
+use crate::operations::{ClusterPhase, ClusterView, ComponentView, Condition};
 use std::time::Duration;
 
 /// Parses "90s", "10m", "1h", "500ms" or a plain number of seconds.
@@ -173,7 +173,7 @@ pub fn humanize(d: Duration) -> String {
 
 /// One line per hypervisor that still holds components of a deleted
 /// cluster.
-pub fn leftover_lines(left: &[crate::ops::Leftover]) -> Vec<String> {
+pub fn leftover_lines(left: &[crate::operations::Leftover]) -> Vec<String> {
     left.iter()
         .map(|l| {
             if l.components.is_empty() {
@@ -255,7 +255,7 @@ pub async fn poll_removed<F, Fut>(
 ) -> CliResult
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = CliResult<Vec<crate::ops::Leftover>>>,
+    Fut: std::future::Future<Output = CliResult<Vec<crate::operations::Leftover>>>,
 {
     poll_until(
         out,
@@ -293,7 +293,7 @@ where
 mod tests {
     use super::*;
     use crate::cluster::model::ClusterSpec;
-    use crate::ops::ClusterStatus;
+    use crate::operations::ClusterStatus;
     use oi_proto::model::Phase;
 
     fn view(

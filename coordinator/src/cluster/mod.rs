@@ -4,7 +4,7 @@
 
 pub mod kubeconfig;
 pub mod membership;
-pub mod model;
+pub use oi_api_types::model;
 pub mod pki;
 pub mod removal;
 pub mod render;

@@ -6,14 +6,7 @@ use crate::state::index::{HypervisorView, LinkState};
 use oi_proto::model::REASON_REMOVING;
 use std::collections::BTreeSet;
 
-/// What still holds components of a deleted cluster on one hypervisor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leftover {
-    pub hypervisor: String,
-    /// Component ids still there; empty when unknown (agent disconnected).
-    pub components: Vec<String>,
-    pub reason: String,
-}
+pub use oi_api_types::views::Leftover;
 
 /// The leftovers of deleted cluster `cluster`. `held` names the
 /// hypervisors that held its components when it was deleted (empty when

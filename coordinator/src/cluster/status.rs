@@ -3,7 +3,7 @@
 //! whose agent is disconnected is `unknown`, not assumed running.
 
 use crate::cluster::model::Allocation;
-use crate::ops::{ClusterPhase, ClusterStatus, ComponentView, Condition};
+use crate::operations::{ClusterPhase, ClusterStatus, ComponentView, Condition};
 use oi_proto::model::{ComponentStatus, Phase};
 
 /// One placed component of the cluster and what is known of it.

@@ -2,7 +2,7 @@
 //! differ between releases, as data. Rendering (`super::render`) adds these
 //! flags to the common ones; nothing else branches on the version.
 
-use crate::ops::VersionInfo;
+use crate::operations::VersionInfo;
 
 /// Where each binary lives, in the upstream images and in the test bed's
 /// side-loaded images alike. Rendering always sets `command` explicitly.

@@ -1,15 +1,12 @@
-//! The operations the coordinator offers to administrators, as plain Rust:
-//! the gRPC API (`crate::api`) serves this trait and maps [`OpError`] to
-//! wire codes in one place; [`crate::coordinator::Coordinator`] implements it.
+//! What the admin API speaks, as plain Rust: the views of clusters,
+//! hypervisors and tokens, the outcomes of operations, and [`OpError`]
+//! (mapped to wire codes in one place, the coordinator's API service).
 
-use crate::cluster::model::ClusterSpec;
-pub use crate::cluster::removal::Leftover;
-use crate::tokens::TokenState;
-use async_trait::async_trait;
+use crate::model::ClusterSpec;
+use crate::token::TokenState;
 use oi_proto::model::{Phase, Role};
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Why an operation failed. The message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -250,50 +247,11 @@ pub struct RemoveOutcome {
     pub done: bool,
 }
 
-#[async_trait]
-pub trait Operations: Send + Sync + 'static {
-    /// Validates, stores and places a new cluster. Refuses an existing name.
-    async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError>;
-    /// Creates the cluster, or changes an existing one to match `spec`.
-    async fn apply_cluster(
-        &self,
-        spec: ClusterSpec,
-    ) -> Result<(ClusterView, ApplyOutcome), OpError>;
-    async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError>;
-    async fn list_clusters(&self) -> Result<Vec<ClusterView>, OpError>;
-    /// Removes every component of the cluster from every hypervisor and
-    /// forgets its state.
-    async fn delete_cluster(&self, name: &str) -> Result<(), OpError>;
-    /// What still holds components of deleted cluster `name`, as the
-    /// agents report it; empty once every hypervisor removed them.
-    async fn cluster_leftovers(&self, name: &str) -> Result<Vec<Leftover>, OpError>;
-    /// An admin kubeconfig (a fresh client certificate) for the cluster.
-    async fn kubeconfig(&self, name: &str) -> Result<String, OpError>;
-    async fn list_hypervisors(&self) -> Result<Vec<HypervisorSummary>, OpError>;
-    /// Components of one cluster, or of all when `cluster` is None.
-    async fn list_components(&self, cluster: Option<&str>) -> Result<Vec<ComponentView>, OpError>;
-    fn kubernetes_versions(&self) -> Vec<VersionInfo>;
-
-    /// Cordons (no new placements) or uncordons a hypervisor.
-    async fn cordon_hypervisor(&self, name: &str, cordoned: bool) -> Result<(), OpError>;
-    /// Cordons the hypervisor and moves every cluster's pieces off it.
-    /// Refuses (FailedPrecondition, nothing moved) when a cluster there has
-    /// nowhere else to go.
-    async fn drain_hypervisor(&self, name: &str) -> Result<DrainOutcome, OpError>;
-    /// Drains the hypervisor (clusters with nowhere to go become pending),
-    /// revokes its certificates, closes its agent's connection and forgets
-    /// it. The name can then be joined again.
-    async fn remove_hypervisor(&self, name: &str) -> Result<RemoveOutcome, OpError>;
-    /// A new join token for hypervisors of `role`.
-    async fn create_join_token(
-        &self,
-        role: Role,
-        ttl: Duration,
-        max_uses: u32,
-    ) -> Result<CreatedToken, OpError>;
-    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenView>, OpError>;
-    async fn revoke_join_token(&self, id: &str) -> Result<(), OpError>;
-    /// Joins a hypervisor: checks the token (and uses it), the name, signs
-    /// the CSR. Unauthenticated: the token is the credential.
-    async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError>;
+/// What still holds components of a deleted cluster on one hypervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    pub hypervisor: String,
+    /// Component ids still there; empty when unknown (agent disconnected).
+    pub components: Vec<String>,
+    pub reason: String,
 }

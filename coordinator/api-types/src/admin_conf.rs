@@ -2,7 +2,6 @@
 //! name on its serving certificate, the CA to trust and an admin client
 //! certificate with its key. TOML, mode 0600 (it holds the key).
 
-use crate::pki::IssuedCert;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -67,29 +66,18 @@ impl AdminConfig {
     }
 }
 
-/// Writes the admin credentials to `path` (atomically, mode 0600).
-pub fn write_admin_config(
-    path: &Path,
-    endpoint: &str,
-    server_name: &str,
-    ca_pem: &str,
-    issued: &IssuedCert,
-) -> Result<()> {
-    let conf = AdminConfig {
-        endpoint: endpoint.to_string(),
-        server_name: server_name.to_string(),
-        ca_pem: ca_pem.to_string(),
-        cert_pem: issued.cert_pem.clone(),
-        key_pem: issued.key_pem.clone(),
-    };
-    conf.check()?;
-    let text = toml::to_string(&conf).context("serialize admin config")?;
-    let text = format!(
-        "# oneinfra admin credentials for `oi` (holds a private key: keep it 0600).\n\
-         # Copy to ~/.config/oneinfra/admin.conf or pass `oi --config FILE`.\n{text}"
-    );
-    oi_proto::fsutil::write_atomic(path, text.as_bytes(), 0o600)
-        .with_context(|| format!("write admin config {}", path.display()))
+impl AdminConfig {
+    /// Writes these credentials to `path` (atomically, mode 0600).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        self.check()?;
+        let text = toml::to_string(self).context("serialize admin config")?;
+        let text = format!(
+            "# oneinfra admin credentials for `oi` (holds a private key: keep it 0600).\n\
+             # Copy to ~/.config/oneinfra/admin.conf or pass `oi --config FILE`.\n{text}"
+        );
+        oi_proto::fsutil::write_atomic(path, text.as_bytes(), 0o600)
+            .with_context(|| format!("write admin config {}", path.display()))
+    }
 }
 
 /// The endpoint a client on this machine uses for an API bound to `bound`:
@@ -114,21 +102,21 @@ mod tests {
     fn written_config_reads_back_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin.conf");
-        let ca = crate::pki::LinkCa::generate().unwrap();
-        let issued = ca.issue_admin("admin").unwrap();
-        write_admin_config(
-            &path,
-            "https://127.0.0.1:7444",
-            "localhost",
-            ca.cert_pem(),
-            &issued,
-        )
+        let key_pem = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        AdminConfig {
+            endpoint: "https://127.0.0.1:7444".into(),
+            server_name: "localhost".into(),
+            ca_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n".into(),
+            key_pem: key_pem.into(),
+        }
+        .write(&path)
         .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let conf = AdminConfig::load(&path).unwrap();
         assert_eq!(conf.endpoint, "https://127.0.0.1:7444");
-        assert_eq!(conf.key_pem, issued.key_pem);
+        assert_eq!(conf.key_pem, key_pem);
         assert!(conf.has_client_cert());
         assert!(!format!("{conf:?}").contains("PRIVATE KEY"));
 

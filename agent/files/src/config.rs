@@ -139,34 +139,6 @@ impl Config {
     pub fn link_file_path(&self) -> PathBuf {
         self.state_dir.join("link.json")
     }
-
-    /// The link settings of this configuration, with the identity read from
-    /// disk (an interrupted renewal finished or discarded first).
-    pub fn link_config(&self) -> Result<crate::link::LinkConfig> {
-        let (ca, identity) =
-            crate::link::load_identity(&self.ca_path, &self.cert_path, &self.key_path)?;
-        Ok(crate::link::LinkConfig {
-            name: self.name.clone(),
-            role: self.role,
-            coordinator: self.coordinator.clone(),
-            server_name: self.server_name.clone(),
-            identity,
-            ca,
-            capacity: oi_proto::model::Capacity {
-                cpu_millis: self.cpu_millis,
-                memory_bytes: self.memory_bytes,
-                host_ports: self.port_range,
-                address: self.address.clone(),
-            },
-            state_path: self.placement_path(),
-            reconnect: crate::reconnect::Reconnect::default(),
-            identity_files: Some(crate::identity::IdentityFiles {
-                cert: self.cert_path.clone(),
-                key: self.key_path.clone(),
-            }),
-            status_file: Some(self.link_file_path()),
-        })
-    }
 }
 
 fn detect_cpu_millis() -> u64 {

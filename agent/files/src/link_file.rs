@@ -4,10 +4,43 @@
 //! credentials to ask the coordinator). Written atomically on every change
 //! of [`LinkStatus`].
 
-use crate::link::LinkStatus;
 use anyhow::{Context, Result};
+use oi_proto::pb::CloseCode;
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::path::Path;
+
+/// Why the last connection attempt or link ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkError {
+    /// The coordinator's close code, when it closed the link on purpose.
+    pub code: Option<CloseCode>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LinkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{} ({})", self.reason, code.label()),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+/// What the link is doing, for status reporting and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    Connecting {
+        attempt: u64,
+        last_error: Option<LinkError>,
+    },
+    Connected {
+        peer: SocketAddr,
+        /// Serial of the certificate this connection was made with.
+        certificate_serial: String,
+    },
+    Stopped,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkFile {
@@ -113,7 +146,6 @@ pub fn progress(file: Option<&LinkFile>, serial: &str) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::LinkError;
     use oi_proto::pb::CloseCode;
 
     #[test]

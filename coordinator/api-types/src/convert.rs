@@ -2,12 +2,12 @@
 //! views into messages; the CLI converts messages back into views (which
 //! are what it prints), refusing values it does not know.
 
-use crate::cluster::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
-use crate::ops::{
+use crate::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
+use crate::token::TokenState;
+use crate::views::{
     ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition, CreatedToken,
     DrainOutcome, HypervisorSummary, JoinTokenView, RemoveOutcome, VersionInfo,
 };
-use crate::tokens::TokenState;
 use oi_proto::api as pb;
 use oi_proto::model::{Phase, Role};
 
