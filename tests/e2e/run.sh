@@ -382,7 +382,7 @@ on_from() { "$OI" component list --cluster beta -o json | grep -q "\"hypervisor\
 grep -q "hypervisor/$from removed" "$WORK/remove-wait.out" || { cat "$WORK/remove-wait.out"; fail "remove --wait did not say it was removed"; }
 ! on_from || fail "beta still has pieces on the removed $from"
 "$OI" hypervisor list -o json | grep -q "\"name\": \"$from\"" && fail "the removed $from is still listed"
-beta_running 5 || fail "beta is not running after its replica moved"
+retry 120 beta_running 5 || { "$OI" cluster get beta >&2; fail "beta is not running after its replica moved"; }
 ok "beta's replica migrated off $from and $from was removed in $((SECONDS - start)) s (new member joined first, then the old one left)"
 retry 60 readyz "$WORK/beta.kc" || fail "beta /readyz after the migration"
 kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost its data in the migration"
