@@ -122,7 +122,7 @@ else
 	# builds the release binaries when they are missing or stale
 	check "cargo deb -p oi-agent" bash -c "cd '$ROOT' && cargo deb --quiet -p oi-agent --output '$debs/agent.deb'"
 	check "cargo deb -p oi-coordinator" bash -c "cd '$ROOT' && cargo deb --quiet -p oi-coordinator --output '$debs/coordinator.deb'"
-	check "cargo deb -p oi-coordinator --variant cli" bash -c "cd '$ROOT' && cargo deb --quiet -p oi-coordinator --variant cli --output '$debs/cli.deb'"
+	check "cargo deb -p oi-cli" bash -c "cd '$ROOT' && cargo deb --quiet -p oi-cli --output '$debs/cli.deb'"
 	files() { dpkg-deb -c "$1" | awk '$1 !~ /^d/ {sub(/^\.\//, "", $6); print $6}' | sort; }
 	expect() { # expect DEB FILE...: exactly these files (not directories)
 		local deb=$1 got want

@@ -35,6 +35,13 @@ for tier in $tiers; do
       else
         printf '\n!!!!! LINT SKIPPED: cargo fmt is not installed and `rustup component add rustfmt` failed !!!!!\n' >&2
       fi
+      step "crate boundaries: oi links neither the coordinator nor the agent"
+      linked=$(cargo tree -p oi-cli -e normal --prefix none --quiet |
+        grep -E '^(oi-coordinator|oi-agent|rusqlite|etcd-client|kube|libsqlite3-sys) ' || true)
+      if [ -n "$linked" ]; then
+        printf 'oi-cli links what it must not:\n%s\n' "$linked" >&2
+        exit 1
+      fi
       if cargo clippy --version >/dev/null 2>&1; then
         step "cargo clippy --all-targets -- -D warnings"
         cargo clippy --workspace --all-targets --quiet -- -D warnings

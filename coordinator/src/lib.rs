@@ -3,7 +3,6 @@
 
 pub mod api;
 pub mod bootstrap;
-pub mod cli;
 pub mod cluster;
 pub mod clusters;
 pub mod config;

@@ -311,24 +311,7 @@ pub fn validate_admin_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Hypervisor names are DNS-1123 labels: they appear in certificates,
-/// file names and labels.
-pub fn validate_hypervisor_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if !ok {
-        bail!(
-            "invalid hypervisor name {name:?}: use 1-63 lowercase letters, digits and '-', \
-             starting and ending with a letter or digit"
-        );
-    }
-    Ok(())
-}
+pub use oi_api_types::cert::validate_hypervisor_name;
 
 /// The common name of a peer certificate (DER).
 pub fn common_name(der: &[u8]) -> Result<String> {

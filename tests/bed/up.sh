@@ -34,9 +34,9 @@ die() { echo "up.sh: error: $*" >&2; exit 1; }
 
 echo "==> building oi-coordinator and oi-agent ($PROFILE)"
 if [ "$PROFILE" = release ]; then
-  (cd "$ROOT" && cargo build --release --quiet -p oi-coordinator -p oi-agent --bins)
+  (cd "$ROOT" && cargo build --release --quiet -p oi-coordinator -p oi-agent -p oi-cli --bins)
 else
-  (cd "$ROOT" && cargo build --quiet -p oi-coordinator -p oi-agent --bins)
+  (cd "$ROOT" && cargo build --quiet -p oi-coordinator -p oi-agent -p oi-cli --bins)
 fi
 BIN="$ROOT/target/$PROFILE"
 

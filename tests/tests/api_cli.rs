@@ -1,7 +1,7 @@
 //! The admin API and the `oi` CLI end to end: a real API server (tonic over
 //! TLS, certificates from a real CA) on 127.0.0.1, backed by an in-memory
 //! fake of `Operations` (the real one is the coordinator's and has its own
-//! tests), driven through `oi_coordinator::cli::run_with` in-process.
+//! tests), driven through `oi_cli::run_with` in-process.
 //!
 //! In-process rather than the built `oi` binary: Cargo gives integration
 //! tests the path of their own package's binaries only, and `oi` belongs to
@@ -11,8 +11,8 @@
 //! `coordinator/tests/oi_binary.rs`.
 
 use async_trait::async_trait;
+use oi_cli::{run_with, Io};
 use oi_coordinator::api::{self, ApiTls};
-use oi_coordinator::cli::{run_with, Io};
 use oi_coordinator::cluster::model::ClusterSpec;
 use oi_coordinator::operations::*;
 use oi_coordinator::pki::{IssuedCert, LinkCa};

@@ -1,6 +1,6 @@
 //! Joining hypervisors over the real link, in-process: a real coordinator
 //! (store, admin API over TLS, QUIC link), the `oi` CLI through
-//! `oi_coordinator::cli::run_with`, and agents started from the files
+//! `oi_cli::run_with`, and agents started from the files
 //! `oi hypervisor join --no-systemd` wrote, loaded the way `oi-agent` loads
 //! them (`oi_agent::config`). Only the container runtime is a fake here
 //! (the join's CRI check is skipped: `tests/bed/up.sh` runs it against the
@@ -9,7 +9,7 @@
 use oi_agent::link::LinkStatus;
 use oi_agent::link_file::{self, LinkFile, Progress};
 use oi_agent::runtime::fake::FakeRuntime;
-use oi_coordinator::cli::{run_with, Io};
+use oi_cli::{run_with, Io};
 use oi_coordinator::config::{Config, JoinLimits};
 use oi_coordinator::coordinator::{Coordinator, Running};
 use oi_proto::model::Role;
@@ -850,7 +850,7 @@ async fn a_flood_of_bad_joins_does_not_slow_placement_fan_out() {
                 let (addr, hash, forged) = (addr.clone(), hash.clone(), forged.clone());
                 let csr_pem = csr.clone();
                 tokio::spawn(async move {
-                    let channel = oi_coordinator::cli::pinned::connect(&addr, &hash).await?;
+                    let channel = oi_cli::pinned::connect(&addr, &hash).await?;
                     let status = oi_proto::api::join_client::JoinClient::new(channel)
                         .join(oi_proto::api::JoinRequest {
                             token: forged,
@@ -859,7 +859,7 @@ async fn a_flood_of_bad_joins_does_not_slow_placement_fan_out() {
                         })
                         .await
                         .unwrap_err();
-                    Ok::<_, oi_coordinator::cli::exit::CliError>(status.code())
+                    Ok::<_, oi_cli::exit::CliError>(status.code())
                 })
             })
             .collect();

@@ -4,7 +4,7 @@
 
 mod beneath;
 pub mod cri;
-pub mod cri_client;
+pub use oi_cri_client as cri_client;
 pub mod fake;
 
 use async_trait::async_trait;

@@ -1,7 +1,7 @@
 //! `oi`: the oneinfra command line. Everything lives in
-//! `oi_coordinator::cli` (exit codes are documented there and in
+//! this crate (`oi_cli`) (exit codes are documented there and in
 //! `oi --help`).
 
 fn main() -> std::process::ExitCode {
-    oi_coordinator::cli::main()
+    oi_cli::main()
 }

@@ -2,7 +2,7 @@
 //! separated by `---`) or JSON, applied in order.
 
 use super::exit::{CliError, CliResult, Exit};
-use crate::cluster::model::ClusterSpec;
+use oi_api_types::model::ClusterSpec;
 use serde::Deserialize;
 
 /// Every spec in `text`, in order. Empty YAML documents are skipped.

@@ -1,7 +1,7 @@
 //! Finding the admin credentials and connecting to the coordinator.
 
 use super::exit::{one_line, CliError, CliResult, Exit};
-use crate::api::AdminConfig;
+use oi_api_types::admin_conf::AdminConfig;
 use oi_proto::api::{
     clusters_client::ClustersClient, components_client::ComponentsClient,
     hypervisors_client::HypervisorsClient, info_client::InfoClient,

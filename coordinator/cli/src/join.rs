@@ -16,11 +16,11 @@
 use super::exit::{one_line, CliError, CliResult, Exit};
 use super::pinned;
 use super::Ctx;
-use crate::pki::{ca_cert_hash, validate_hypervisor_name};
-use crate::tokens::TokenSecret;
 use clap::Args;
-use oi_agent::identity::{self, IdentityFiles};
-use oi_agent::link_file::{self, LinkFile, Progress};
+use oi_agent_files::identity::{self, IdentityFiles};
+use oi_agent_files::link_file::{self, LinkFile, Progress};
+use oi_api_types::cert::{ca_cert_hash, validate_hypervisor_name};
+use oi_api_types::token::TokenSecret;
 use oi_proto::api as pb;
 use oi_proto::model::{PortRange, Role};
 use serde::Serialize;
@@ -104,7 +104,7 @@ fn invalid(message: String) -> CliError {
     CliError::new(Exit::Invalid, message)
 }
 
-/// The agent's config.toml, as `oi-agent` reads it (`oi_agent::config`).
+/// The agent's config.toml, as `oi-agent` reads it (`oi_agent_files::config`).
 #[derive(Serialize)]
 struct AgentToml<'a> {
     name: &'a str,
@@ -126,7 +126,7 @@ fn agent_config(t: &AgentToml<'_>) -> CliResult<String> {
         "# Written by `oi hypervisor join`. Keys: see \
          /usr/share/doc/oneinfra-agent/examples/agent.toml\n{body}"
     );
-    let raw: oi_agent::config::RawConfig = toml::from_str(&text)
+    let raw: oi_agent_files::config::RawConfig = toml::from_str(&text)
         .map_err(|e| CliError::new(Exit::Error, format!("agent config does not parse: {e}")))?;
     raw.validate()
         .map_err(|e| invalid(format!("the agent configuration would be invalid: {e:#}")))?;
@@ -273,7 +273,7 @@ pub async fn join(ctx: &mut Ctx<'_>, a: JoinArgs) -> CliResult {
         })?;
     }
     if !a.skip_cri_check {
-        let cri = oi_agent::runtime::cri_client::CriClient::new(&a.cri_socket)
+        let cri = oi_cri_client::CriClient::new(&a.cri_socket)
             .map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
         let version = cri.check().await.map_err(|e| {
             CliError::new(
@@ -447,7 +447,7 @@ mod tests {
             cri_socket: Path::new("/run/containerd/containerd.sock"),
         };
         let text = agent_config(&t).unwrap();
-        let c = toml::from_str::<oi_agent::config::RawConfig>(&text)
+        let c = toml::from_str::<oi_agent_files::config::RawConfig>(&text)
             .unwrap()
             .validate()
             .unwrap();

@@ -8,7 +8,7 @@
 //! it holds the pinned CA's trust.
 
 use super::exit::{one_line, CliError, CliResult, Exit};
-use crate::pki::ca_cert_hash;
+use oi_api_types::cert::ca_cert_hash;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
@@ -274,7 +274,7 @@ mod tests {
     /// The verifier against chains a server could present.
     #[test]
     fn only_a_leaf_of_the_pinned_ca_for_the_right_name_passes() {
-        use crate::pki::LinkCa;
+        use oi_coordinator::pki::LinkCa;
         let der = |pem: &str| oi_proto::tls::parse_certs(pem.as_bytes()).unwrap();
         let ca = LinkCa::generate().unwrap();
         let other = LinkCa::generate().unwrap();

@@ -3,7 +3,7 @@
 use super::exit::{CliError, CliResult, Exit};
 use super::wait::{poll_until, Progress};
 use super::{Ctx, WaitArgs};
-use crate::operations::{DrainOutcome, RemoveOutcome};
+use oi_api_types::views::{DrainOutcome, RemoveOutcome};
 use oi_proto::api as pb;
 
 fn hv(name: &str) -> pb::HypervisorRef {

@@ -4,7 +4,7 @@ use super::cluster::component_table;
 use super::exit::CliResult;
 use super::output::{ago, bytes, serialized, table, yes_no, Format};
 use super::Ctx;
-use crate::operations::{ComponentView, HypervisorSummary, VersionInfo};
+use oi_api_types::views::{ComponentView, HypervisorSummary, VersionInfo};
 use oi_proto::api as pb;
 use serde::Serialize;
 

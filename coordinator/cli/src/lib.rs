@@ -24,9 +24,9 @@ pub mod pinned;
 pub mod token;
 pub mod wait;
 
-use crate::cluster::model::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use clap::{Args, Parser, Subcommand};
 use exit::{CliError, CliResult, Exit, EXIT_CODES_HELP};
+use oi_api_types::model::{DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use output::OutputArg;
 use std::ffi::OsString;
 use std::io::{Read, Write};

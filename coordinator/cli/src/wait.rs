@@ -2,7 +2,7 @@
 //! polling loops around it.
 
 use super::exit::{CliError, CliResult, Exit};
-use crate::operations::{ClusterPhase, ClusterView, ComponentView, Condition};
+use oi_api_types::views::{ClusterPhase, ClusterView, ComponentView, Condition};
 use std::time::Duration;
 
 /// Parses "90s", "10m", "1h", "500ms" or a plain number of seconds.
@@ -173,7 +173,7 @@ pub fn humanize(d: Duration) -> String {
 
 /// One line per hypervisor that still holds components of a deleted
 /// cluster.
-pub fn leftover_lines(left: &[crate::operations::Leftover]) -> Vec<String> {
+pub fn leftover_lines(left: &[oi_api_types::views::Leftover]) -> Vec<String> {
     left.iter()
         .map(|l| {
             if l.components.is_empty() {
@@ -255,7 +255,7 @@ pub async fn poll_removed<F, Fut>(
 ) -> CliResult
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = CliResult<Vec<crate::operations::Leftover>>>,
+    Fut: std::future::Future<Output = CliResult<Vec<oi_api_types::views::Leftover>>>,
 {
     poll_until(
         out,
@@ -292,8 +292,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::model::ClusterSpec;
-    use crate::operations::ClusterStatus;
+    use oi_api_types::model::ClusterSpec;
+    use oi_api_types::views::ClusterStatus;
     use oi_proto::model::Phase;
 
     fn view(

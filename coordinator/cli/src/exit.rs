@@ -107,8 +107,8 @@ impl From<tonic::Status> for CliError {
     }
 }
 
-impl From<crate::api::convert::ConvertError> for CliError {
-    fn from(e: crate::api::convert::ConvertError) -> Self {
+impl From<oi_api_types::convert::ConvertError> for CliError {
+    fn from(e: oi_api_types::convert::ConvertError) -> Self {
         CliError::new(Exit::Error, e.to_string())
     }
 }

@@ -3,7 +3,7 @@
 use super::exit::{CliError, CliResult, Exit};
 use super::output::{serialized, table, Format};
 use super::Ctx;
-use crate::operations::{CreatedToken, JoinTokenView};
+use oi_api_types::views::{CreatedToken, JoinTokenView};
 use oi_proto::api as pb;
 use oi_proto::model::Role;
 use serde::Serialize;
@@ -130,7 +130,7 @@ pub async fn revoke(ctx: &mut Ctx<'_>, id: &str) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::TokenState;
+    use oi_api_types::token::TokenState;
 
     #[test]
     fn times_and_tables() {

@@ -5,9 +5,9 @@ use super::exit::{one_line, CliError, CliResult, Exit};
 use super::output::{fields, or_none, serialized, table, yes_no, Format};
 use super::wait::{is_ready, poll, poll_removed, Look};
 use super::{CreateArgs, Ctx, WaitArgs};
-use crate::api::convert::outcome_from_str;
-use crate::cluster::model::ClusterSpec;
-use crate::operations::{ClusterView, ComponentView};
+use oi_api_types::convert::outcome_from_str;
+use oi_api_types::model::ClusterSpec;
+use oi_api_types::views::{ClusterView, ComponentView};
 use oi_proto::api::{self as pb, clusters_client::ClustersClient};
 use std::path::Path;
 use tonic::transport::Channel;
@@ -117,7 +117,7 @@ pub async fn scale(ctx: &mut Ctx<'_>, name: &str, replicas: u32, w: WaitArgs) ->
     let outcome = outcome_from_str(&reply.outcome)?;
     ctx.out(&format!(
         "cluster/{name} {} ({replicas} replica(s))\n",
-        crate::api::convert::outcome_str(outcome)
+        oi_api_types::convert::outcome_str(outcome)
     ))?;
     if !w.wait {
         return Ok(());
@@ -272,7 +272,7 @@ pub async fn delete(ctx: &mut Ctx<'_>, name: &str, w: WaitArgs) -> CliResult {
                 let r = client.removal(pb::ClusterRef { name }).await?.into_inner();
                 Ok(r.leftovers
                     .into_iter()
-                    .map(|l| crate::operations::Leftover {
+                    .map(|l| oi_api_types::views::Leftover {
                         hypervisor: l.hypervisor,
                         components: l.components,
                         reason: l.reason,
@@ -338,7 +338,7 @@ pub async fn apply(ctx: &mut Ctx<'_>, file: &str) -> CliResult {
         let outcome = outcome_from_str(&reply.outcome)?;
         ctx.out(&format!(
             "cluster/{name} {}\n",
-            crate::api::convert::outcome_str(outcome)
+            oi_api_types::convert::outcome_str(outcome)
         ))?;
     }
     Ok(())
