@@ -177,7 +177,7 @@ impl RawConfig {
         };
         let lifetime = self
             .agent_cert_lifetime_secs
-            .unwrap_or(crate::pki::AGENT_CERT_LIFETIME.as_secs());
+            .unwrap_or(crate::link_pki::AGENT_CERT_LIFETIME.as_secs());
         if !(600..=10 * 365 * 24 * 3600).contains(&lifetime) {
             bail!("agent_cert_lifetime_secs = {lifetime} is out of range: use 600 to 315360000");
         }
@@ -245,7 +245,7 @@ impl Config {
             link_socket_buffer_bytes: 0,
             link_accept_rate: None,
             advertise_address: "127.0.0.1".into(),
-            agent_cert_lifetime: crate::pki::AGENT_CERT_LIFETIME,
+            agent_cert_lifetime: crate::link_pki::AGENT_CERT_LIFETIME,
             join_limits: JoinLimits::default(),
         }
     }

@@ -5,8 +5,8 @@
 use crate::cluster::render::Profile;
 use crate::cluster::versions::VersionMatrix;
 use crate::config::Config;
+use crate::link_pki::{IssuedCert, LinkCa};
 use crate::metrics::Metrics;
-use crate::pki::{IssuedCert, LinkCa};
 use crate::seal::Sealer;
 use crate::state::index::{HypervisorView, Index};
 use crate::state::Writer;

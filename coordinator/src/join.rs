@@ -7,8 +7,8 @@
 //! this, in the API (`api/join.rs`).
 
 use crate::coordinator::Coordinator;
+use crate::link_pki::CsrError;
 use crate::operations::{CreatedToken, JoinRequest, JoinTokenView, Joined, OpError};
-use crate::pki::CsrError;
 use crate::store::{AgentIdentity, StoreError};
 use crate::tokens::{is_token_id, JoinToken, TokenRefusal, TokenSecret};
 use oi_proto::model::Role;

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use oi_coordinator::config::RawConfig;
 use oi_coordinator::coordinator::Coordinator;
-use oi_coordinator::pki::LinkCa;
+use oi_coordinator::link_pki::LinkCa;
 use std::path::PathBuf;
 
 #[derive(Parser)]

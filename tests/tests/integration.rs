@@ -4,7 +4,7 @@
 
 use oi_agent::link::LinkStatus;
 use oi_agent::runtime::fake::FakeRuntime;
-use oi_coordinator::pki::LinkCa;
+use oi_coordinator::link_pki::LinkCa;
 use oi_proto::frame::{FrameReader, FrameWriter};
 use oi_proto::model::{Phase, Role};
 use oi_proto::pb::{self, agent_message, coordinator_message, CloseCode};

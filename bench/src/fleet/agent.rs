@@ -351,9 +351,4 @@ fn agent(msg: agent_message::Msg) -> pb::AgentMessage {
     pb::AgentMessage { msg: Some(msg) }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use oi_proto::clock::unix_ms;

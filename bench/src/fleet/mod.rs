@@ -12,7 +12,7 @@ use crate::sys::{mono_ns, raise_nofile, set_udp_buffers};
 use agent::{Shared, SimAgent};
 use anyhow::{bail, Context, Result};
 use coord::CoordProc;
-use oi_coordinator::pki::LinkCa;
+use oi_coordinator::link_pki::LinkCa;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -274,7 +274,7 @@ mod tests {
     /// The verifier against chains a server could present.
     #[test]
     fn only_a_leaf_of_the_pinned_ca_for_the_right_name_passes() {
-        use oi_coordinator::pki::LinkCa;
+        use oi_coordinator::link_pki::LinkCa;
         let der = |pem: &str| oi_proto::tls::parse_certs(pem.as_bytes()).unwrap();
         let ca = LinkCa::generate().unwrap();
         let other = LinkCa::generate().unwrap();

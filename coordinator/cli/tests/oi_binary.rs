@@ -3,7 +3,7 @@
 //! `tests/tests/api_cli.rs`.)
 
 use oi_coordinator::api::write_admin_config;
-use oi_coordinator::pki::LinkCa;
+use oi_coordinator::link_pki::LinkCa;
 use std::process::{Command, Output};
 
 fn oi(args: &[&str]) -> Output {

@@ -4,7 +4,7 @@
 //! Connections without a certificate pass TLS (so that an unauthenticated
 //! join RPC can be served later) and are refused here, per RPC.
 
-use crate::pki::{common_name, organizations, ADMIN_ORG};
+use crate::link_pki::{common_name, organizations, ADMIN_ORG};
 use rustls::pki_types::CertificateDer;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
@@ -98,7 +98,7 @@ impl Interceptor for AdminOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::LinkCa;
+    use crate::link_pki::LinkCa;
     use tonic::Code;
 
     fn der(pem: &str) -> Vec<CertificateDer<'static>> {

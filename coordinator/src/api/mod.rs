@@ -28,7 +28,7 @@ pub fn write_admin_config(
     endpoint: &str,
     server_name: &str,
     ca_pem: &str,
-    issued: &crate::pki::IssuedCert,
+    issued: &crate::link_pki::IssuedCert,
 ) -> anyhow::Result<()> {
     AdminConfig {
         endpoint: endpoint.to_string(),
@@ -40,8 +40,8 @@ pub fn write_admin_config(
     .write(path)
 }
 
+use crate::link_pki::{IssuedCert, LinkCa};
 use crate::operations::Operations;
-use crate::pki::{IssuedCert, LinkCa};
 use anyhow::{Context, Result};
 use join::{JoinApi, JoinLimiter, JoinSettings};
 use oi_proto::api::{

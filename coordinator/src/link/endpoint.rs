@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn a_restarted_endpoint_resets_the_connections_it_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = crate::pki::LinkCa::generate().unwrap();
+        let ca = crate::link_pki::LinkCa::generate().unwrap();
         let ca_der = oi_proto::tls::parse_certs(ca.cert_pem().as_bytes()).unwrap();
         let server = ca.issue_server(&["localhost".to_string()]).unwrap();
         let server_id = oi_proto::tls::Identity::from_pem(

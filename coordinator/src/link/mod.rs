@@ -2,6 +2,7 @@
 //! authenticates them by the client certificate this coordinator's CA
 //! issued, and runs one [`session`] per connection.
 
+pub mod admission;
 pub mod endpoint;
 mod session;
 

@@ -2,7 +2,7 @@
 //! hypervisor's placement (a snapshot, then deltas) and take status reports.
 
 use crate::coordinator::Inner;
-use crate::identity::{self, Verdict};
+use crate::link::admission::{self, Verdict};
 use crate::state::WriteTxn;
 use crate::store::{AgentIdentity, HypervisorRegistration};
 use oi_proto::frame::{FrameReader, FrameWriter};
@@ -208,21 +208,21 @@ fn peer_cert(conn: &quinn::Connection) -> Result<PeerCert, Refusal> {
         })?;
     let bad = |e: anyhow::Error| Refusal(CloseCode::CloseNoCertificate, e.to_string());
     // Admin certificates come from the same CA; only hypervisor ones link.
-    let orgs = crate::pki::organizations(&chain[0]).map_err(bad)?;
-    if !orgs.iter().any(|o| o == crate::pki::HYPERVISOR_ORG) {
+    let orgs = crate::link_pki::organizations(&chain[0]).map_err(bad)?;
+    if !orgs.iter().any(|o| o == crate::link_pki::HYPERVISOR_ORG) {
         return Err(Refusal(
             CloseCode::CloseNoCertificate,
             format!(
                 "the client certificate is not a hypervisor's (organization {orgs:?}, want {:?}); \
                  use the certificate `oi hypervisor join` wrote for this agent",
-                crate::pki::HYPERVISOR_ORG
+                crate::link_pki::HYPERVISOR_ORG
             ),
         ));
     }
     Ok(PeerCert {
-        name: crate::pki::common_name(&chain[0]).map_err(bad)?,
-        serial: crate::pki::cert_serial(&chain[0]).map_err(bad)?,
-        not_after_unix_ms: crate::pki::cert_not_after_unix_ms(&chain[0]).map_err(bad)?,
+        name: crate::link_pki::common_name(&chain[0]).map_err(bad)?,
+        serial: crate::link_pki::cert_serial(&chain[0]).map_err(bad)?,
+        not_after_unix_ms: crate::link_pki::cert_not_after_unix_ms(&chain[0]).map_err(bad)?,
     })
 }
 
@@ -251,7 +251,7 @@ async fn check_identity(inner: &Inner, hello: &Hello, peer: &PeerCert) -> Result
         Vec::new()
     };
     let registered = inner.index.record(&peer.name).is_some();
-    match identity::judge(
+    match admission::judge(
         &peer.name,
         &peer.serial,
         known.as_ref(),
@@ -480,7 +480,7 @@ impl Session<'_> {
         let Some(record) = inner.index.record(name) else {
             return failed("the hypervisor is not registered".into());
         };
-        let role = identity::renewed_role(current.as_ref(), record.role);
+        let role = admission::renewed_role(current.as_ref(), record.role);
         let signed = match inner
             .ca
             .sign_agent_csr(name, csr_pem, inner.config.agent_cert_lifetime)

@@ -88,7 +88,7 @@ pub struct HypervisorRecord {
 /// renewal, or first seen when an agent connected with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentIdentity {
-    /// The certificate's serial, lowercase hex ([`crate::pki::cert_serial`]).
+    /// The certificate's serial, lowercase hex ([`crate::link_pki::cert_serial`]).
     pub serial: String,
     /// The hypervisor name (the certificate's common name).
     pub name: String,

@@ -116,7 +116,9 @@ impl Work {
         let now = Instant::now();
         for record in &records {
             let name = &record.spec.name;
-            if !crate::scaling::needs_work(record) || busy.contains(name) || !backoff.due(name, now)
+            if !crate::lifecycle::replicas::needs_work(record)
+                || busy.contains(name)
+                || !backoff.due(name, now)
             {
                 continue;
             }

@@ -27,7 +27,7 @@ mod apiserver;
 mod controller_manager;
 pub mod etcd;
 mod haproxy;
-mod scheduler;
+mod kube_scheduler;
 
 use super::kubeconfig;
 use super::model::{Allocation, ClusterSpec, ReplicaSlot};
@@ -125,7 +125,7 @@ pub fn render_cluster(input: &RenderInput<'_>) -> Result<Vec<Placed>, RenderErro
             etcd::render(&ctx, &r),
             apiserver::render(&ctx, &r),
             controller_manager::render(&ctx, &r)?,
-            scheduler::render(&ctx, &r)?,
+            kube_scheduler::render(&ctx, &r)?,
         ] {
             out.push(Placed {
                 hypervisor: slot.hypervisor.clone(),

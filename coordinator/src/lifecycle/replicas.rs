@@ -10,9 +10,9 @@
 use crate::cluster::membership::{next_step, Step};
 use crate::cluster::model::{Allocation, ReplicaSlot};
 use crate::cluster::render::etcd::{client_url, peer_url};
-use crate::clusters::{store_err, ClusterSecrets, ClusterWrite, PlaceError};
 use crate::coordinator::Coordinator;
 use crate::etcd_admin::EtcdAdmin;
+use crate::lifecycle::clusters::{store_err, ClusterSecrets, ClusterWrite, PlaceError};
 use crate::operations::OpError;
 use crate::store::{ClusterRecord, StoreError};
 use crate::work::Outcome;
