@@ -129,7 +129,8 @@ b=$!
 g=$!
 wait $b || { cat "$WORK/beta.create"; fail "beta did not become ready"; }
 wait $g || { cat "$WORK/gamma.create"; fail "gamma did not become ready"; }
-ok "beta and gamma ready in $((SECONDS - start)) s"
+usual=$((SECONDS - start)) # a 1-replica create, for the hung-etcd check
+ok "beta and gamma ready in $usual s"
 for c in beta gamma; do
   "$OI" cluster kubeconfig "$c" -f "$WORK/$c.kc"
   readyz "$WORK/$c.kc" || fail "$c /readyz"
@@ -327,6 +328,29 @@ retry 60 no_containers_of '^gamma/.*-[12]$' || fail "containers of removed gamma
 retry 60 readyz "$WORK/gamma.kc" || fail "gamma /readyz after the interrupted steps"
 kubectl --kubeconfig "$WORK/gamma.kc" get ns kept-g >/dev/null || fail "gamma lost its data"
 ok "restarted, it dropped the removed replica and shrank to 1 member in $((SECONDS - start)) s; data kept"
+
+step "one tenant's etcd hangs: another tenant's create, scale and delete go on in their usual time"
+# gamma's etcd frozen (SIGSTOP: connections are accepted, nothing answers),
+# then gamma asked to grow: its membership steps wait on that etcd.
+gamma_etcd=$(our_tasks | while read -r hv id pid; do
+  [ -n "$(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"==\"gamma/etcd-0\"" | grep -x "$id")" ] && echo "$pid"
+done | head -n 1)
+[ -n "$gamma_etcd" ] || fail "gamma's etcd task not found"
+kill -STOP "$gamma_etcd"
+"$OI" cluster scale gamma --replicas 3 >/dev/null
+start=$SECONDS
+"$OI" cluster create delta --kubernetes-version 1.20.2 --wait --timeout 4m >"$WORK/delta.create" 2>&1 ||
+  { kill -CONT "$gamma_etcd"; cat "$WORK/delta.create"; fail "delta was not created while gamma's etcd hung"; }
+took=$((SECONDS - start))
+"$OI" cluster delete delta --wait --timeout 2m >/dev/null || { kill -CONT "$gamma_etcd"; fail "delete delta while gamma's etcd hung"; }
+kill -CONT "$gamma_etcd"
+[ "$took" -le $((usual + 30)) ] || fail "delta took $took s while gamma's etcd hung; a create takes about $usual s"
+"$OI" cluster get gamma | grep -q "membership step failed" || fail "gamma does not say its membership step failed"
+ok "delta created in $took s (usual $usual s) and deleted while gamma's etcd hung; gamma says its step failed"
+"$OI" cluster scale gamma --replicas 1 --wait --timeout 4m >"$WORK/gamma.back" 2>&1 ||
+  { cat "$WORK/gamma.back"; "$OI" cluster get gamma >&2; fail "gamma did not settle back to 1 replica once its etcd answered"; }
+retry 60 readyz "$WORK/gamma.kc" || fail "gamma /readyz once its etcd answered again"
+ok "gamma settled back to 1 replica once its etcd answered"
 
 step "delete: no container, file or port of a cluster is left on any hypervisor"
 ports_of() { # listening TCP ports in the bed's port range, per hypervisor
