@@ -4,6 +4,7 @@
 
 pub mod kubeconfig;
 pub mod membership;
+pub mod moves;
 pub use oi_api_types::model;
 pub mod pki;
 pub mod removal;

@@ -311,15 +311,8 @@ impl Coordinator {
         if registered {
             self.wait_applied(name).await;
             let placement = self.inner.index.placement(name);
-            let left = |owned: bool| -> Vec<String> {
-                placement
-                    .iter()
-                    .flat_map(|p| p.components.values())
-                    .filter(|c| c.cluster.is_empty() != owned)
-                    .map(|c| c.id.clone())
-                    .collect()
-            };
-            let (stray, moving) = (left(false), left(true));
+            let crate::cluster::moves::Blockers { stray, moving } =
+                crate::cluster::moves::removal_blockers(placement.as_deref());
             if !stray.is_empty() {
                 return Err(OpError::FailedPrecondition(format!(
                     "hypervisor {name} still holds components no cluster owns ({}); it stays \

@@ -423,36 +423,13 @@ fn reschedule(
         }
         Err(PlaceError::Fatal(e)) => return Err(e),
     };
-    // Replicas the scheduler would not keep: on a hypervisor that is still
-    // there, they leave by migration (a replacement joins elsewhere first);
-    // on one that is gone, their slots are dropped at once.
     let registered = |hv: &str| c.inner.index.record(hv).is_some();
-    let mut next = Allocation {
-        replicas: Vec::new(),
-        ingress: proposed.ingress.clone(),
-    };
-    for r in &current.replicas {
-        match proposed.replicas.iter().find(|p| p.index == r.index) {
-            Some(kept) => next.replicas.push(kept.clone()),
-            None if registered(&r.hypervisor) => {
-                let mut leaving = r.clone();
-                leaving.etcd.leaving = true;
-                next.replicas.push(leaving);
-            }
-            None => {}
-        }
-    }
-    if next.replicas.is_empty() {
-        return Err(OpError::FailedPrecondition(format!(
+    crate::cluster::moves::plan_move(current, &proposed, registered).map_err(|_| {
+        OpError::FailedPrecondition(format!(
             "every control-plane replica of cluster {name:?} is on a hypervisor that is gone; \
              its etcd data is lost: delete the cluster and create it again"
-        )));
-    }
-    // The slots of gone replicas are dropped here, and only recorded: their
-    // etcd members are then members no slot owns, which the replica
-    // reconciler removes (RemoveStray) after this commit. etcd is never
-    // changed ahead of the record.
-    Ok((next != *current).then_some(next))
+        ))
+    })
 }
 
 /// `record` with `next` as its allocation, and the placement changes from
