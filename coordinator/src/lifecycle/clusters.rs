@@ -363,6 +363,18 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Forgets every deletion that every agent has confirmed.
+    pub(crate) fn prune_removals(&self) {
+        let views = self.inner.index.views();
+        self.inner
+            .removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, held| {
+                !crate::cluster::removal::leftovers(name, held, &views).is_empty()
+            });
+    }
+
     /// What still holds components of deleted cluster `name`; a deletion
     /// confirmed by every agent is forgotten.
     pub fn cluster_leftovers(&self, name: &str) -> Vec<crate::cluster::removal::Leftover> {

@@ -25,6 +25,9 @@ fn peer(s: &ReplicaSlot) -> String {
     peer_url(&s.address, s.ports.etcd_peer)
 }
 
+/// What etcd answers a promotion of a learner that has not caught up.
+const LEARNER_NOT_IN_SYNC: &str = "can only promote a learner member which is in sync";
+
 /// Whether the work loop has something to do for a cluster: place it, or
 /// take a membership step.
 pub(crate) fn needs_work(record: &ClusterRecord) -> bool {
@@ -133,6 +136,13 @@ impl Coordinator {
                 Ok(false) => break,
                 // Deleted meanwhile: nothing left to do.
                 Err((_, OpError::NotFound(_))) => return Outcome::Settled,
+                // A learner catching up is not a failure: its replica shows
+                // as joining until the promotion succeeds.
+                Err(("promote", e)) if e.to_string().contains(LEARNER_NOT_IN_SYNC) => {
+                    tracing::debug!(cluster = %name, "etcd learner not in sync yet; promoting later");
+                    self.set_membership_error(name, None);
+                    return Outcome::Waiting;
+                }
                 Err((step, e)) => {
                     tracing::warn!(cluster = %name, %step, error = %e, "etcd membership step failed; retrying");
                     self.inner.metrics.membership_failed(step);

@@ -41,6 +41,9 @@ impl Kick {
 pub(crate) enum Outcome {
     /// Done, or nothing it could do now that retrying sooner would change.
     Settled,
+    /// Waiting on something that is expected to take a while (a learner
+    /// catching up before its promotion): retried every period, no backoff.
+    Waiting,
     /// A step failed (etcd unreachable, a learner not caught up): back off.
     Failed,
 }
@@ -68,7 +71,7 @@ pub(crate) async fn run(
                 };
                 let Some(name) = work.running.remove(&id) else { continue };
                 match outcome {
-                    Outcome::Settled => backoff.succeeded(&name),
+                    Outcome::Settled | Outcome::Waiting => backoff.succeeded(&name),
                     Outcome::Failed => {
                         let wait = backoff.failed(&name, Instant::now());
                         tracing::debug!(cluster = %name, ?wait, "cluster work backs off");
@@ -112,6 +115,8 @@ impl Work {
         };
         let names: HashSet<&str> = records.iter().map(|r| r.spec.name.as_str()).collect();
         backoff.retain(|k| names.contains(k));
+        // Deletions nobody follows with --wait are forgotten once done too.
+        coordinator.prune_removals();
         let busy: HashSet<String> = self.running.values().cloned().collect();
         let now = Instant::now();
         for record in &records {
