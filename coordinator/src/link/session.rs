@@ -83,7 +83,12 @@ pub(crate) async fn handle(
 
     inner.metrics.connected_agents.dec();
     inner.index.detach(&name, conn_id);
-    if let Err(e) = inner.store.touch_last_seen(&name, unix_ms()).await {
+    let seen = name.clone();
+    let touched = inner
+        .writer
+        .run(move |tx| async move { tx.touch_last_seen(&seen, unix_ms()).await })
+        .await;
+    if let Err(e) = touched {
         tracing::warn!(hypervisor = %name, error = %e, "record last seen");
     }
     match end {

@@ -209,6 +209,17 @@ impl WriteTxn {
         Ok(record)
     }
 
+    /// Records when a hypervisor's link was last seen, in the store and in
+    /// the index (which `oi hypervisor list` reads).
+    pub(crate) async fn touch_last_seen(&self, name: &str, unix_ms: u64) -> Result<(), StoreError> {
+        self.shared.store.touch_last_seen(name, unix_ms).await?;
+        if let Some(mut rec) = self.shared.index.record(name) {
+            rec.last_seen_unix_ms = Some(unix_ms);
+            self.shared.index.upsert_record(rec);
+        }
+        Ok(())
+    }
+
     /// Moves a hypervisor's generation past `at_least`; returns the new one.
     pub(crate) async fn bump_generation(
         &self,
@@ -306,6 +317,19 @@ mod tests {
             .await;
         assert!(seen, "the index has the first commit");
         assert!(index.record("a").is_some());
+    }
+
+    /// `oi hypervisor list` reads LAST SEEN from the index: a disconnect
+    /// recorded in the store shows there at once.
+    #[tokio::test]
+    async fn last_seen_reaches_the_index() {
+        let (w, index, _dir) = writer();
+        w.run(|tx| async move {
+            tx.register_hypervisor(&reg("a")).await.unwrap();
+            tx.touch_last_seen("a", 1234).await.unwrap();
+        })
+        .await;
+        assert_eq!(index.record("a").unwrap().last_seen_unix_ms, Some(1234));
     }
 
     #[test]
