@@ -184,6 +184,9 @@ impl Operations for Coordinator {
                     },
                     not_adopted,
                     removal: match self.removal(&v.record.name) {
+                        None if v.record.removing_unix_ms.is_some() => {
+                            "removing: resuming after a coordinator restart".into()
+                        }
                         None => String::new(),
                         Some(HvRemoval::Moving) => format!(
                             "removing: waiting for {} component(s) of clusters to move off",

@@ -436,10 +436,12 @@ async fn a_hung_etcd_stalls_only_its_own_cluster() {
 /// Removing a hypervisor that holds a replica returns at once: the replica
 /// must first move off (one etcd member at a time), and until it has, the
 /// hypervisor stays joined and connected, cordoned, and shown as being
-/// removed. Asking again changes nothing. (Here no etcd answers, so the
-/// move cannot finish; the real-stack tier follows one to its end.)
+/// removed. Asking again changes nothing; a restarted coordinator resumes
+/// it; uncordon calls it off. (Here no etcd answers, so the move cannot
+/// finish; the real-stack tier follows one to its end.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn removing_a_hypervisor_with_a_replica_returns_at_once_and_revokes_nothing_yet() {
+async fn removing_a_hypervisor_with_a_replica_returns_at_once_survives_a_restart_and_can_be_called_off(
+) {
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let (coord, mut agents) = fleet(
@@ -484,5 +486,43 @@ async fn removing_a_hypervisor_with_a_replica_returns_at_once_and_revokes_nothin
         ids(holding).contains("one/etcd-0"),
         "the replica left before a replacement joined"
     );
+
+    // The removal is recorded: a restarted coordinator resumes it.
+    let link_addr = coord.link_addr;
+    coord.shutdown().await;
+    let coord = start_coordinator(dir.path(), Some(link_addr))
+        .await
+        .unwrap();
+    let c = coord.coordinator.clone();
+    for a in agents.iter_mut() {
+        wait_connected(a).await;
+    }
+    eventually_async("the removal resumed after the restart", || async {
+        Operations::list_hypervisors(&c).await.is_ok_and(|l| {
+            l.iter().any(|h| {
+                h.name == holder && h.cordoned && h.removal.starts_with("removing: waiting for")
+            })
+        })
+    })
+    .await;
+
+    // Uncordon calls it off: still joined, nothing revoked, no removal.
+    c.cordon_hypervisor(&holder, false).await.unwrap();
+    eventually_async("the removal called off", || async {
+        Operations::list_hypervisors(&c).await.is_ok_and(|l| {
+            l.iter()
+                .any(|h| h.name == holder && !h.cordoned && h.removal.is_empty() && h.connected)
+        })
+    })
+    .await;
+    coord.shutdown().await;
+    let coord = start_coordinator(dir.path(), Some(link_addr))
+        .await
+        .unwrap();
+    let list = Operations::list_hypervisors(&coord.coordinator)
+        .await
+        .unwrap();
+    let h = list.iter().find(|h| h.name == holder).unwrap();
+    assert!(h.removal.is_empty(), "called off, yet resumed: {h:?}");
     coord.shutdown().await;
 }

@@ -104,6 +104,7 @@ mod tests {
                 cordoned: false,
                 last_seen_unix_ms: None,
                 generation: 1,
+                removing_unix_ms: None,
             },
             placement: Arc::new(placement),
             link: if connected {

@@ -1324,6 +1324,7 @@ mod tests {
             cordoned: true,
             last_seen_unix_ms: Some(1),
             generation: 4,
+            removing_unix_ms: None,
         };
         let want = HypervisorInfo {
             name: "a".into(),

@@ -71,7 +71,33 @@ impl Coordinator {
             .await
             .map_err(|e| coordinator_err(name, e))?;
         tracing::info!(hypervisor = %name, cordoned, "hypervisor cordon changed");
+        if !cordoned && self.removing_recorded(name) {
+            // Uncordon is how an operator calls a removal off.
+            self.record_removing(name, None).await?;
+            self.set_removal(name, None);
+            tracing::info!(hypervisor = %name, "hypervisor removal called off");
+        }
         Ok(())
+    }
+
+    fn removing_recorded(&self, name: &str) -> bool {
+        self.inner
+            .index
+            .record(name)
+            .is_some_and(|r| r.removing_unix_ms.is_some())
+    }
+
+    /// Records (or clears) the removal intent, durably.
+    async fn record_removing(&self, name: &str, at: Option<u64>) -> Result<(), OpError> {
+        let owned = name.to_string();
+        self.inner
+            .writer
+            .run(move |tx| async move { tx.set_removing(&owned, at).await })
+            .await
+            .map_err(|e| match e {
+                StoreError::UnknownHypervisor(_) => not_found(name),
+                other => OpError::Internal(format!("record the removal of {name}: {other}")),
+            })
     }
 
     /// Clusters with a component on `name`, in name order.
@@ -175,7 +201,7 @@ impl Coordinator {
             if self.clusters_on(name).is_empty() {
                 return true;
             }
-            if tokio::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline || !self.removing_recorded(name) {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -234,39 +260,91 @@ impl Coordinator {
             // Asked again while it runs: the same removal goes on.
             return Ok(RemoveOutcome::default());
         }
+        // Intent first: a coordinator restarted from here on resumes it.
+        self.record_removing(name, Some(unix_ms())).await?;
         let drained = self.drain(name, true).await?;
         if self.clusters_on(name).is_empty() {
             return self.finish_removal(name, true, drained).await;
         }
+        self.start_finishing(name, false);
+        tracing::info!(hypervisor = %name, moving = ?drained.rescheduled, "hypervisor removal started");
+        Ok(RemoveOutcome {
+            drained,
+            ..Default::default()
+        })
+    }
+
+    /// Resumes every recorded removal that no task finishes (after a
+    /// coordinator restart); the work loop calls it every period.
+    pub(crate) fn resume_removals(&self) {
+        for v in self.inner.index.views() {
+            let name = &v.record.name;
+            if v.record.removing_unix_ms.is_some() && self.removal(name).is_none() {
+                tracing::info!(hypervisor = %name, "resuming a recorded hypervisor removal");
+                self.start_finishing(name, true);
+            }
+        }
+    }
+
+    /// Whether a cluster still has a piece on `name` that no drain moved:
+    /// an ingress there, or a replica there not marked leaving (a restart
+    /// came between the recorded removal and its drain).
+    async fn undrained(&self, name: &str) -> bool {
+        for cluster in self.clusters_on(name) {
+            let Ok(Some(record)) = self.inner.store.get_cluster(&cluster).await else {
+                continue;
+            };
+            let Some(a) = record.allocation else { continue };
+            if a.ingress.hypervisor == name
+                || a.replicas
+                    .iter()
+                    .any(|s| s.hypervisor == name && !s.etcd.leaving)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Finishes a removal in the background once nothing of a cluster is
+    /// left on `name`. A resumed one drains first what was not drained
+    /// before the restart. It stops, removing nothing, when
+    /// the removal is called off (uncordon).
+    fn start_finishing(&self, name: &str, resumed: bool) {
         self.set_removal(name, Some(HvRemoval::Moving));
         let this = self.clone();
-        let owned = name.to_string();
+        let name = name.to_string();
         tokio::spawn(async move {
-            let name = owned;
-            let result = if this.wait_moved_off(&name).await {
-                this.finish_removal(&name, true, DrainOutcome::default())
-                    .await
-                    .map(|_| ())
-            } else {
-                Err(OpError::FailedPrecondition(format!(
-                    "replicas did not move off within {MOVE_WAIT:?} (`oi cluster get NAME` shows \
-                     why); {name} stays cordoned and joined: run `oi hypervisor remove {name}` \
-                     again"
-                )))
-            };
+            let result = async {
+                if resumed && this.undrained(&name).await {
+                    this.drain(&name, true).await?;
+                }
+                if this.wait_moved_off(&name).await {
+                    this.finish_removal(&name, true, DrainOutcome::default())
+                        .await
+                        .map(|_| ())
+                } else if !this.removing_recorded(&name) {
+                    Ok(()) // called off
+                } else {
+                    Err(OpError::FailedPrecondition(format!(
+                        "replicas did not move off within {MOVE_WAIT:?} (`oi cluster get NAME` \
+                         shows why); {name} stays cordoned and joined: run `oi hypervisor \
+                         remove {name}` again, or `oi hypervisor uncordon {name}` to call it off"
+                    )))
+                }
+            }
+            .await;
             match result {
                 Ok(()) => this.set_removal(&name, None),
+                Err(OpError::NotFound(_)) => this.set_removal(&name, None),
+                // Called off meanwhile: nothing failed.
+                Err(_) if !this.removing_recorded(&name) => this.set_removal(&name, None),
                 Err(e) => {
                     tracing::warn!(hypervisor = %name, error = %e, "hypervisor removal stopped");
                     this.set_removal(&name, Some(HvRemoval::Failed(e.to_string())));
                 }
             }
         });
-        tracing::info!(hypervisor = %name, moving = ?drained.rescheduled, "hypervisor removal started");
-        Ok(RemoveOutcome {
-            drained,
-            ..Default::default()
-        })
     }
 
     pub(crate) fn removal(&self, name: &str) -> Option<HvRemoval> {
@@ -337,6 +415,16 @@ impl Coordinator {
             .writer
             .run(move |tx| async move {
                 let name = owned;
+                // Called off (uncordon) since it was decided: remove nothing.
+                let called_off = tx
+                    .index()
+                    .record(&name)
+                    .is_some_and(|r| r.removing_unix_ms.is_none());
+                if registered && called_off {
+                    return Err(OpError::FailedPrecondition(format!(
+                        "the removal of {name} was called off (uncordoned)"
+                    )));
+                }
                 let revoked = tx
                     .store()
                     .revoke_identities(&name, unix_ms())

@@ -393,6 +393,7 @@ mod tests {
             cordoned: false,
             last_seen_unix_ms: None,
             generation,
+            removing_unix_ms: None,
         }
     }
 

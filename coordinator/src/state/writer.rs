@@ -209,6 +209,20 @@ impl WriteTxn {
         Ok(record)
     }
 
+    /// Records (or clears) a hypervisor removal in progress.
+    pub(crate) async fn set_removing(
+        &self,
+        name: &str,
+        unix_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.shared.store.set_removing(name, unix_ms).await?;
+        if let Some(mut rec) = self.shared.index.record(name) {
+            rec.removing_unix_ms = unix_ms;
+            self.shared.index.upsert_record(rec);
+        }
+        Ok(())
+    }
+
     /// Records when a hypervisor's link was last seen, in the store and in
     /// the index (which `oi hypervisor list` reads).
     pub(crate) async fn touch_last_seen(&self, name: &str, unix_ms: u64) -> Result<(), StoreError> {
@@ -353,6 +367,7 @@ mod tests {
             cordoned: true,
             last_seen_unix_ms: Some(5),
             generation: 9,
+            removing_unix_ms: None,
         };
         // What the agent does not report (labels, cordon, ...) is no change.
         assert!(same_registration(&rec, &reg));

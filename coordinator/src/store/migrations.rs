@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE clusters ADD COLUMN ready_unix_ms INTEGER;
     "#,
+    // 5: a hypervisor removal waiting for replicas to move off (NULL: none),
+    // so a coordinator restart resumes it.
+    r#"
+    ALTER TABLE hypervisors ADD COLUMN removing_unix_ms INTEGER;
+    "#,
 ];
 
 pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;

@@ -82,6 +82,9 @@ pub struct HypervisorRecord {
     pub last_seen_unix_ms: Option<u64>,
     /// Generation of this hypervisor's placement; bumped on every change.
     pub generation: u64,
+    /// When `oi hypervisor remove` asked for its removal, while replicas
+    /// still move off (the coordinator finishes it); `None`: not asked.
+    pub removing_unix_ms: Option<u64>,
 }
 
 /// A hypervisor certificate the coordinator knows of: issued by a join or a
@@ -159,6 +162,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<HypervisorRecord, StoreError>;
 
     async fn set_cordoned(&self, name: &str, cordoned: bool) -> Result<(), StoreError>;
+
+    /// Records (or, with `None`, clears) a removal in progress.
+    async fn set_removing(&self, name: &str, unix_ms: Option<u64>) -> Result<(), StoreError>;
 
     async fn set_labels(
         &self,

@@ -80,7 +80,7 @@ impl SqliteStore {
 }
 
 const HV_COLUMNS: &str = "name, role, address, port_first, port_last, cpu_millis, memory_bytes, \
-                          labels, cordoned, last_seen_unix_ms, generation";
+                          labels, cordoned, last_seen_unix_ms, generation, removing_unix_ms";
 
 fn hv_from_row(r: &Row<'_>) -> rusqlite::Result<Result<HypervisorRecord, StoreError>> {
     let name: String = r.get(0)?;
@@ -94,6 +94,7 @@ fn hv_from_row(r: &Row<'_>) -> rusqlite::Result<Result<HypervisorRecord, StoreEr
     let mem: i64 = r.get(6)?;
     let address: String = r.get(2)?;
     let cordoned: bool = r.get(8)?;
+    let removing: Option<i64> = r.get(11)?;
     Ok((|| {
         Ok(HypervisorRecord {
             role: role
@@ -109,6 +110,7 @@ fn hv_from_row(r: &Row<'_>) -> rusqlite::Result<Result<HypervisorRecord, StoreEr
             cordoned,
             last_seen_unix_ms: last_seen.map(|v| v as u64),
             generation: generation as u64,
+            removing_unix_ms: removing.map(|v| v as u64),
             name,
         })
     })())
@@ -320,6 +322,21 @@ impl Store for SqliteStore {
             let n = conn.execute(
                 "UPDATE hypervisors SET cordoned = ?2 WHERE name = ?1",
                 params![name, cordoned],
+            )?;
+            if n == 0 {
+                return Err(StoreError::UnknownHypervisor(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_removing(&self, name: &str, unix_ms: Option<u64>) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |conn, _| {
+            let n = conn.execute(
+                "UPDATE hypervisors SET removing_unix_ms = ?2 WHERE name = ?1",
+                params![name, unix_ms.map(|v| v as i64)],
             )?;
             if n == 0 {
                 return Err(StoreError::UnknownHypervisor(name));

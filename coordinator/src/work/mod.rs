@@ -117,6 +117,8 @@ impl Work {
         backoff.retain(|k| names.contains(k));
         // Deletions nobody follows with --wait are forgotten once done too.
         coordinator.prune_removals();
+        // Hypervisor removals recorded before a restart go on.
+        coordinator.resume_removals();
         let busy: HashSet<String> = self.running.values().cloned().collect();
         let now = Instant::now();
         for record in &records {
