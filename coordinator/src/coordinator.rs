@@ -63,10 +63,10 @@ pub(crate) struct Inner {
     pub bootstrapped: std::sync::Mutex<std::collections::HashMap<String, Result<String, String>>>,
     /// Hypervisors being drained: the scheduler keeps no slot on them.
     pub draining: std::sync::Mutex<std::collections::BTreeSet<String>>,
-    /// Hypervisor removals waiting for replicas to move off, or why the
-    /// last one stopped (in memory: after a restart the hypervisor stays
-    /// cordoned, its replicas keep moving, and `oi hypervisor remove` is
-    /// run again to finish).
+    /// Hypervisor removals being finished by a task here, or why the last
+    /// one stopped. The intent itself is durable (the hypervisor record's
+    /// `removing_unix_ms`); the work loop resumes recorded ones with no
+    /// task.
     pub hypervisor_removals: std::sync::Mutex<std::collections::HashMap<String, HvRemoval>>,
     /// `HOST:PORT` of the admin API (joins) and of the link, as machines
     /// elsewhere reach them.
