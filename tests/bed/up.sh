@@ -91,11 +91,14 @@ TOML
   echo $! >"$COORD_DIR/pid"
 fi
 
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   curl -fsS "http://$METRICS/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fsS "http://$METRICS/healthz" >/dev/null || die "coordinator did not start; see $COORD_DIR/log"
+if ! curl -fsS "http://$METRICS/healthz" >/dev/null; then
+  tail -n 20 "$COORD_DIR/log" >&2 || true
+  die "coordinator did not start within 30 s; see $COORD_DIR/log"
+fi
 
 OI="$BIN/oi --config $COORD_DIR/data/admin.conf"
 

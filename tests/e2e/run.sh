@@ -93,6 +93,16 @@ all_connected() {
 readyz() { [ "$(kubectl --kubeconfig "$1" get --raw /readyz 2>/dev/null)" = ok ]; }
 ready_phase() { "$OI" cluster get "$1" -o json | grep -q '"phase": "ready"'; }
 
+# kill_coordinator: kill -9, and wait until the process is gone (its ports
+# are free again).
+kill_coordinator() {
+  local pid i
+  pid=$(cat "$OI_BED_DIR/coordinator/pid")
+  kill -9 "$pid" 2>/dev/null || true
+  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  fail "the coordinator (pid $pid) did not exit within 15 s of kill -9"
+}
+
 step "bring up the bed (images, coordinator, 3 private + 1 public hypervisors)"
 bash "$BED/down.sh" >/dev/null 2>&1 || true
 bash "$BED/up.sh"
@@ -206,8 +216,7 @@ ok "beta back to 1 replica: removed replicas left nothing, replica 0 and the ing
 step "restart the coordinator (kill -9): zero container restarts"
 before=$(our_tasks)
 [ -n "$before" ] || fail "no running containers found"
-kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
-sleep 2
+kill_coordinator
 bash "$BED/up.sh" >/dev/null
 retry 60 all_connected || fail "agents did not reconnect"
 for c in alpha beta gamma; do retry 60 ready_phase "$c" || fail "$c not ready after the restart"; done
@@ -224,8 +233,7 @@ held_on() { # HV: the components its agent holds from an earlier store
   "$ROOT/target/debug/oi-agent" --config "$OI_BED_DIR/agents/$1/etc/config.toml" release-held | sed -n 's/^  //p'
 }
 before=$(our_tasks)
-kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
-sleep 1
+kill_coordinator
 mkdir -p "$WORK/store"
 mv "$OI_BED_DIR"/coordinator/data/state.db* "$WORK/store/"
 bash "$BED/up.sh" >/dev/null
@@ -242,8 +250,7 @@ readyz "$WORK/alpha.kc" || fail "alpha stopped answering under a coordinator on 
 kubectl --kubeconfig "$WORK/alpha.kc" get ns x >/dev/null || fail "alpha lost namespace x"
 ok "agents hold what they ran (not adopted), alpha serves its data"
 # The operator puts the right store back: everything is adopted again.
-kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")"
-sleep 1
+kill_coordinator
 rm -f "$OI_BED_DIR"/coordinator/data/state.db*
 mv "$WORK"/store/state.db* "$OI_BED_DIR/coordinator/data/"
 bash "$BED/up.sh" >/dev/null
@@ -259,8 +266,7 @@ step "the coordinator dies inside etcd membership steps: restarted, it finishes 
 # restart_coordinator [VAR=VALUE...]: kill -9 the coordinator, start it again
 # with VAR=VALUE in its environment.
 restart_coordinator() {
-  kill -9 "$(cat "$OI_BED_DIR/coordinator/pid")" 2>/dev/null || true
-  sleep 1
+  kill_coordinator
   env "$@" bash "$BED/up.sh" >/dev/null
   retry 60 all_connected || fail "agents did not reconnect"
 }
