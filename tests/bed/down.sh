@@ -3,6 +3,8 @@
 # every container, network namespaces, and the bed directory.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=alive.sh
+. "$HERE/alive.sh"
 BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
 export OI_BED_DIR=$BED_DIR
 
@@ -10,9 +12,9 @@ stop_pid() {
   local f=$1 pid
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$f"

@@ -6,6 +6,8 @@
 # Stop with down.sh. Environment: see tests/bed/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=alive.sh
+. "$HERE/alive.sh"
 ROOT=$(cd "$HERE/../.." && pwd)
 BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
 PROFILE=${OI_PROFILE:-debug}
@@ -70,7 +72,7 @@ done
 
 COORD_DIR=$BED_DIR/coordinator
 mkdir -p "$COORD_DIR"
-if ! { [ -f "$COORD_DIR/pid" ] && kill -0 "$(cat "$COORD_DIR/pid")" 2>/dev/null; }; then
+if ! { [ -f "$COORD_DIR/pid" ] && alive "$(cat "$COORD_DIR/pid")"; }; then
   echo "==> starting oi-coordinator on udp $COORD_ADDR:$COORD_PORT"
   cat >"$COORD_DIR/config.toml" <<TOML
 data_dir = "$COORD_DIR/data"
@@ -111,7 +113,7 @@ echo "==> joining hypervisors and starting agents"
 for hv in "${HYPERVISORS[@]}"; do
   read -r name role addr <<<"$hv"
   dir=$BED_DIR/agents/$name
-  if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+  if [ -f "$dir/pid" ] && alive "$(cat "$dir/pid")"; then
     continue
   fi
   mkdir -p "$dir"

@@ -16,6 +16,8 @@ export OI_BED_DIR=/tmp/oi-bed-e2e OI_BED_SUBNET=10.214.0 OI_BED_BRIDGE=oibr-e2e 
   OI_BED_NETNS_PREFIX=oie- OI_COORDINATOR_PORT=7543 OI_API_PORT=7544 OI_METRICS_PORT=9541 \
   OI_BED_PRIVATE=3 OI_BED_CLUSTER=""
 BED="$ROOT/tests/bed"
+# shellcheck source=../bed/alive.sh
+. "$BED/alive.sh"
 OI="$ROOT/target/debug/oi"
 export OI_CONFIG=$OI_BED_DIR/coordinator/data/admin.conf
 WORK=$(mktemp -d /tmp/oi-e2e.XXXXXX)
@@ -99,7 +101,7 @@ kill_coordinator() {
   local pid i
   pid=$(cat "$OI_BED_DIR/coordinator/pid")
   kill -9 "$pid" 2>/dev/null || true
-  for i in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  for i in $(seq 150); do alive "$pid" || return 0; sleep 0.1; done
   fail "the coordinator (pid $pid) did not exit within 15 s of kill -9"
 }
 
@@ -270,7 +272,7 @@ restart_coordinator() {
   env "$@" bash "$BED/up.sh" >/dev/null
   retry 60 all_connected || fail "agents did not reconnect"
 }
-coordinator_died() { ! kill -0 "$(cat "$OI_BED_DIR/coordinator/pid")" 2>/dev/null; }
+coordinator_died() { ! alive "$(cat "$OI_BED_DIR/coordinator/pid")"; }
 # etcd_members CLUSTER: "name learner" of each member, sorted, as replica 0's
 # etcd lists them (an added learner that has not started has no name yet).
 # Found from the hypervisors' files, so it works while the coordinator is down.
