@@ -340,9 +340,11 @@ ok "restarted, it dropped the removed replica and shrank to 1 member in $((SECON
 step "one tenant's etcd hangs: another tenant's create, scale and delete go on in their usual time"
 # gamma's etcd frozen (SIGSTOP: connections are accepted, nothing answers),
 # then gamma asked to grow: its membership steps wait on that etcd.
-gamma_etcd=$(our_tasks | while read -r hv id pid; do
-  [ -n "$(ctr_hv "$hv" containers ls -q "labels.\"oneinfra.io/component\"==\"gamma/etcd-0\"" | grep -x "$id")" ] && echo "$pid"
-done | head -n 1)
+gamma_etcd=""
+while read -r hv id pid; do
+  ids=" $(ctr_hv "$hv" containers ls -q 'labels."oneinfra.io/component"=="gamma/etcd-0"' | tr '\n' ' ' || true) "
+  case $ids in *" $id "*) gamma_etcd=$pid; break ;; esac
+done < <(our_tasks)
 [ -n "$gamma_etcd" ] || fail "gamma's etcd task not found"
 kill -STOP "$gamma_etcd"
 "$OI" cluster scale gamma --replicas 3 >/dev/null
@@ -353,7 +355,8 @@ took=$((SECONDS - start))
 "$OI" cluster delete delta --wait --timeout 2m >/dev/null || { kill -CONT "$gamma_etcd"; fail "delete delta while gamma's etcd hung"; }
 kill -CONT "$gamma_etcd"
 [ "$took" -le $((usual + 30)) ] || fail "delta took $took s while gamma's etcd hung; a create takes about $usual s"
-"$OI" cluster get gamma | grep -q "membership step failed" || fail "gamma does not say its membership step failed"
+"$OI" cluster get gamma >"$WORK/gamma.get"
+grep -q "membership step failed" "$WORK/gamma.get" || { cat "$WORK/gamma.get" >&2; fail "gamma does not say its membership step failed"; }
 ok "delta created in $took s (usual $usual s) and deleted while gamma's etcd hung; gamma says its step failed"
 "$OI" cluster scale gamma --replicas 1 --wait --timeout 4m >"$WORK/gamma.back" 2>&1 ||
   { cat "$WORK/gamma.back"; "$OI" cluster get gamma >&2; fail "gamma did not settle back to 1 replica once its etcd answered"; }

@@ -51,10 +51,12 @@ impl Coordinator {
         secrets: &ClusterSecrets,
         allocation: &Allocation,
     ) -> Result<EtcdAdmin, OpError> {
+        // Full members only: not a learner (pending), not one being added
+        // (no pods yet) or removed (its member may be gone already).
         let endpoints: Vec<String> = allocation
             .replicas
             .iter()
-            .filter(|s| !s.etcd.pending)
+            .filter(|s| !s.etcd.pending && !s.etcd.adding && !s.etcd.removing)
             .map(|s| client_url(&s.address, s.ports.etcd_client))
             .collect();
         let client = secrets
@@ -108,6 +110,8 @@ impl Coordinator {
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         self.commit_cluster(&record, false, Vec::new()).await?;
         tracing::info!(cluster = %name, replicas, "replica count changed");
+        // A new declaration starts over: an earlier step's error is stale.
+        self.set_membership_error(name, None);
         self.inner.work_kick.now();
         Ok(record)
     }

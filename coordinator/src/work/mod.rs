@@ -19,7 +19,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// The longest a failing cluster waits between attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How long shutdown lets steps in flight finish. Each records its intent
 /// before it calls etcd, so one cut short is finished on the next start.
