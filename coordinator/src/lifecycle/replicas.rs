@@ -110,9 +110,10 @@ impl Coordinator {
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         self.commit_cluster(&record, false, Vec::new()).await?;
         tracing::info!(cluster = %name, replicas, "replica count changed");
-        // A new declaration starts over: an earlier step's error is stale.
+        // A new declaration starts over: an earlier step's error is stale,
+        // and its backoff too.
         self.set_membership_error(name, None);
-        self.inner.work_kick.now();
+        self.inner.work_kick.cluster(name);
         Ok(record)
     }
 
@@ -412,7 +413,7 @@ impl Coordinator {
             .await?;
         if let Some((leaving, dropped)) = moved {
             tracing::info!(cluster = %name, leaving, dropped, "rescheduled cluster");
-            self.inner.work_kick.now();
+            self.inner.work_kick.cluster(name);
         }
         Ok(())
     }

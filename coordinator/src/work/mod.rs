@@ -26,13 +26,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Asks the work loop to look at the clusters now rather than at its next
-/// tick (after a declared change such as a new replica count).
+/// tick (after a declared change such as a new replica count). A cluster
+/// named here starts over: its backoff from earlier failures is dropped,
+/// as a new declaration is worth trying at once.
 #[derive(Default)]
-pub(crate) struct Kick(Notify);
+pub(crate) struct Kick {
+    notify: Notify,
+    fresh: std::sync::Mutex<HashSet<String>>,
+}
 
 impl Kick {
-    pub(crate) fn now(&self) {
-        self.0.notify_one();
+    pub(crate) fn cluster(&self, name: &str) {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        self.notify.notify_one();
+    }
+
+    fn take_fresh(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -79,7 +92,12 @@ pub(crate) async fn run(
                 }
             }
             _ = tick.tick() => work.queue(&coordinator, &mut backoff).await,
-            _ = kick.0.notified() => work.queue(&coordinator, &mut backoff).await,
+            _ = kick.notify.notified() => {
+                for name in kick.take_fresh() {
+                    backoff.succeeded(&name);
+                }
+                work.queue(&coordinator, &mut backoff).await
+            }
         }
     }
     let tasks = &mut work.tasks;
