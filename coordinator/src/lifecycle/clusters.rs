@@ -365,14 +365,18 @@ impl Coordinator {
 
     /// Forgets every deletion that every agent has confirmed.
     pub(crate) fn prune_removals(&self) {
-        let views = self.inner.index.views();
-        self.inner
+        let mut removals = self
+            .inner
             .removals
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|name, held| {
-                !crate::cluster::removal::leftovers(name, held, &views).is_empty()
-            });
+            .unwrap_or_else(|e| e.into_inner());
+        if removals.is_empty() {
+            return; // the usual case: no copy of the fleet's views per tick
+        }
+        let views = self.inner.index.views();
+        removals.retain(|name, held| {
+            !crate::cluster::removal::leftovers(name, held, &views).is_empty()
+        });
     }
 
     /// What still holds components of deleted cluster `name`; a deletion
@@ -392,14 +396,18 @@ impl Coordinator {
         left
     }
 
-    pub async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError> {
-        let record = self
-            .inner
+    /// The stored record of cluster `name`, or NotFound saying what to do.
+    pub(crate) async fn record_of(&self, name: &str) -> Result<ClusterRecord, OpError> {
+        self.inner
             .store
             .get_cluster(name)
             .await
             .map_err(store_err)?
-            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))
+    }
+
+    pub async fn get_cluster(&self, name: &str) -> Result<ClusterView, OpError> {
+        let record = self.record_of(name).await?;
         Ok(self.view(record))
     }
 
@@ -409,13 +417,7 @@ impl Coordinator {
     }
 
     pub async fn cluster_kubeconfig(&self, name: &str) -> Result<String, OpError> {
-        let record = self
-            .inner
-            .store
-            .get_cluster(name)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        let record = self.record_of(name).await?;
         let Some(allocation) = &record.allocation else {
             return Err(OpError::FailedPrecondition(format!(
                 "cluster {name:?} is not placed yet ({}); its endpoint is not known",

@@ -12,9 +12,9 @@ use crate::cluster::model::{Allocation, ReplicaSlot};
 use crate::cluster::render::etcd::{client_url, peer_url};
 use crate::coordinator::Coordinator;
 use crate::etcd_admin::EtcdAdmin;
-use crate::lifecycle::clusters::{store_err, ClusterSecrets, ClusterWrite, PlaceError};
+use crate::lifecycle::clusters::{ClusterSecrets, ClusterWrite, PlaceError};
 use crate::operations::OpError;
-use crate::store::{ClusterRecord, StoreError};
+use crate::store::ClusterRecord;
 use crate::work::Outcome;
 
 fn internal(e: anyhow::Error) -> OpError {
@@ -78,13 +78,7 @@ impl Coordinator {
         &self,
         name: &str,
     ) -> Result<(ClusterRecord, ClusterSecrets, Allocation), OpError> {
-        let record = self
-            .inner
-            .store
-            .get_cluster(name)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        let record = self.record_of(name).await?;
         let secrets = ClusterSecrets::decode(name, &record.secrets)?;
         let allocation = record.allocation.clone().ok_or_else(|| {
             OpError::FailedPrecondition(format!("cluster {name:?} is not placed"))
@@ -96,13 +90,7 @@ impl Coordinator {
     /// one replica at a time. Nothing else about the cluster changes.
     pub async fn set_replicas(&self, name: &str, replicas: u32) -> Result<ClusterRecord, OpError> {
         let _cluster = self.inner.cluster_locks.lock(name).await;
-        let mut record = self
-            .inner
-            .store
-            .get_cluster(name)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| store_err(StoreError::UnknownCluster(name.to_string())))?;
+        let mut record = self.record_of(name).await?;
         record.spec.replicas = replicas;
         record
             .spec
