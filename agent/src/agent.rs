@@ -24,7 +24,9 @@ pub struct AgentOptions {
 /// A running agent.
 pub struct AgentHandle {
     pub placement: watch::Receiver<Arc<Placement>>,
-    pub status: watch::Receiver<Vec<ComponentStatus>>,
+    /// What runs; `None` until the supervisor's first pass has listed the
+    /// runtime.
+    pub status: watch::Receiver<Option<Vec<ComponentStatus>>>,
     pub link: watch::Receiver<LinkStatus>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -70,7 +72,7 @@ pub async fn start<R: Runtime>(opts: AgentOptions, runtime: Arc<R>) -> Result<Ag
     }
     let runtime_info = runtime.info().await.context("query container runtime")?;
     let (desired_tx, desired_rx) = watch::channel(Arc::new(held.unwrap_or_default()));
-    let (status_tx, status_rx) = watch::channel(Vec::new());
+    let (status_tx, status_rx) = watch::channel(None);
     let (link_tx, link_rx) = watch::channel(LinkStatus::Connecting {
         attempt: 0,
         last_error: None,

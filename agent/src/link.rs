@@ -99,7 +99,7 @@ pub struct Link {
     runtime_info: RuntimeInfo,
     client: quinn::ClientConfig,
     desired: watch::Sender<Arc<Placement>>,
-    status: watch::Receiver<Vec<ComponentStatus>>,
+    status: watch::Receiver<Option<Vec<ComponentStatus>>>,
     link_status: watch::Sender<LinkStatus>,
     /// The current certificate (the next connection's).
     cert: CertInfo,
@@ -112,7 +112,7 @@ impl Link {
         cfg: LinkConfig,
         runtime_info: RuntimeInfo,
         desired: watch::Sender<Arc<Placement>>,
-        status: watch::Receiver<Vec<ComponentStatus>>,
+        status: watch::Receiver<Option<Vec<ComponentStatus>>>,
         link_status: watch::Sender<LinkStatus>,
     ) -> Result<Self> {
         let client = oi_proto::tls::client_config(Some(&cfg.identity), &cfg.ca)
@@ -419,9 +419,13 @@ impl Link {
                         // The supervisor is gone; the link keeps placements flowing.
                         std::future::pending::<()>().await;
                     }
+                    // Nothing is reported until the runtime has been listed.
+                    let Some(components) = self.status.borrow_and_update().clone() else {
+                        continue;
+                    };
                     let report = StatusReport {
                         applied: self.desired.borrow().cursor.clone(),
-                        components: self.status.borrow_and_update().clone(),
+                        components,
                     };
                     writer.send(&agent(agent_message::Msg::Status(report.into()))).await.map_err(|e| lost(&e))?;
                 }

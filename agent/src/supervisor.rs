@@ -36,7 +36,7 @@ type ProbeTable = Arc<Mutex<HashMap<ProbeKey, ProbeView>>>;
 pub struct Supervisor<R> {
     runtime: Arc<R>,
     desired: watch::Receiver<Arc<Placement>>,
-    status: watch::Sender<Vec<ComponentStatus>>,
+    status: watch::Sender<Option<Vec<ComponentStatus>>>,
     resync: Duration,
     failures: HashMap<String, Failure>,
     probes: ProbeTable,
@@ -55,7 +55,7 @@ impl<R: Runtime> Supervisor<R> {
     pub fn new(
         runtime: Arc<R>,
         desired: watch::Receiver<Arc<Placement>>,
-        status: watch::Sender<Vec<ComponentStatus>>,
+        status: watch::Sender<Option<Vec<ComponentStatus>>>,
         resync: Duration,
     ) -> Self {
         Self {
@@ -145,14 +145,7 @@ impl<R: Runtime> Supervisor<R> {
                     .into();
             }
         }
-        self.status.send_if_modified(|cur| {
-            if *cur == statuses {
-                false
-            } else {
-                *cur = statuses;
-                true
-            }
-        });
+        self.publish(statuses);
         plan.wake_at_ms
     }
 
@@ -235,6 +228,20 @@ impl<R: Runtime> Supervisor<R> {
     }
 
     /// The runtime could not be asked: nothing about the pods is known.
+    /// Publishes the statuses of a pass (the first one always, so that the
+    /// link knows the runtime has been listed), and later ones when they
+    /// changed.
+    fn publish(&self, statuses: Vec<ComponentStatus>) {
+        self.status.send_if_modified(|cur| {
+            if cur.as_ref() == Some(&statuses) {
+                false
+            } else {
+                *cur = Some(statuses);
+                true
+            }
+        });
+    }
+
     fn publish_unknown(&self, desired: &Placement, e: &RuntimeError) {
         let statuses: Vec<ComponentStatus> = desired
             .components
@@ -247,14 +254,7 @@ impl<R: Runtime> Supervisor<R> {
                 ..Default::default()
             })
             .collect();
-        self.status.send_if_modified(|cur| {
-            if *cur == statuses {
-                false
-            } else {
-                *cur = statuses;
-                true
-            }
-        });
+        self.publish(statuses);
     }
 
     /// One prober per running container that has a probe; probers of
@@ -495,7 +495,7 @@ mod tests {
             placement.components.insert(c.id.clone(), c);
         }
         let (_desired_tx, desired) = watch::channel(Arc::new(placement));
-        let (status_tx, _status) = watch::channel(Vec::new());
+        let (status_tx, _status) = watch::channel(None);
         let sup = Supervisor::new(rt.clone(), desired, status_tx, Duration::from_millis(50));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(sup.run(stopped));

@@ -544,7 +544,8 @@ impl From<m::Hello> for pb::Hello {
             agent_version: h.agent_version,
             runtime: Some(h.runtime.into()),
             capacity: Some(h.capacity.into()),
-            observed: h.observed.into_iter().map(Into::into).collect(),
+            observed_pending: h.observed.is_none(),
+            observed: h.observed.into_iter().flatten().map(Into::into).collect(),
             applied: Some(h.applied.into()),
         }
     }
@@ -563,7 +564,8 @@ impl TryFrom<pb::Hello> for m::Hello {
                 .capacity
                 .ok_or_else(|| bad("hello.capacity", "missing"))?
                 .try_into()?,
-            observed: h.observed.into_iter().map(Into::into).collect(),
+            observed: (!h.observed_pending)
+                .then(|| h.observed.into_iter().map(Into::into).collect()),
             applied: h.applied.unwrap_or_default().into(),
         })
     }
@@ -572,6 +574,35 @@ impl TryFrom<pb::Hello> for m::Hello {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hello_keeps_unknown_apart_from_nothing_runs() {
+        let hello = |observed| m::Hello {
+            protocol_version: 1,
+            hypervisor_name: "hv".into(),
+            role: m::Role::Private,
+            agent_version: "0".into(),
+            runtime: Default::default(),
+            capacity: m::Capacity {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+                host_ports: m::PortRange::new(30000, 30010).unwrap(),
+                address: "127.0.0.1".into(),
+            },
+            observed,
+            applied: Default::default(),
+        };
+        for observed in [
+            None,
+            Some(vec![]),
+            Some(vec![m::ComponentStatus::default()]),
+        ] {
+            let wire = pb::Hello::from(hello(observed.clone()));
+            assert_eq!(wire.observed_pending, observed.is_none());
+            let back = m::Hello::try_from(wire).unwrap();
+            assert_eq!(back.observed, observed);
+        }
+    }
 
     #[test]
     fn component_round_trips_and_bad_paths_are_refused() {

@@ -558,7 +558,8 @@ pub struct Hello {
     pub agent_version: String,
     pub runtime: RuntimeInfo,
     pub capacity: Capacity,
-    pub observed: Vec<ComponentStatus>,
+    /// What runs there; `None` until the agent has listed its runtime.
+    pub observed: Option<Vec<ComponentStatus>>,
     pub applied: Cursor,
 }
 

@@ -17,9 +17,10 @@ fn ids(p: &oi_proto::model::Placement) -> Vec<String> {
     p.components.keys().cloned().collect()
 }
 
-fn running(status: &[oi_proto::model::ComponentStatus], id: &str) -> bool {
+fn running(status: &Option<Vec<oi_proto::model::ComponentStatus>>, id: &str) -> bool {
     status
         .iter()
+        .flatten()
         .any(|s| s.id == id && s.phase == Phase::Running)
 }
 
@@ -83,7 +84,11 @@ async fn placements_reach_the_right_agents_only() {
     eventually("coordinator observes x running", || {
         c.hypervisor("hv-a")
             .and_then(|v| v.observed)
-            .is_some_and(|o| running(&o.components, "x"))
+            .is_some_and(|o| {
+                o.components
+                    .iter()
+                    .any(|c| c.id == "x" && c.phase == Phase::Running)
+            })
     })
     .await;
 
@@ -123,6 +128,7 @@ async fn updates_reach_the_agent_and_same_spec_never_restarts() {
     let new_hash = component("x", "img:2").spec_hash();
     wait_for(&mut agent.handle.status, "x runs the new spec", |s| {
         s.iter()
+            .flatten()
             .any(|s| s.id == "x" && s.spec_hash == new_hash && s.phase == Phase::Running)
     })
     .await;
@@ -157,6 +163,7 @@ async fn updates_reach_the_agent_and_same_spec_never_restarts() {
     let hash = r.spec_hash();
     wait_for(&mut agent.handle.status, "r reloaded", |s| {
         s.iter()
+            .flatten()
             .any(|s| s.id == "r" && s.spec_hash == hash && s.phase == Phase::Running)
     })
     .await;
@@ -528,6 +535,7 @@ fn hello(name: &str, version: u32) -> pb::Hello {
             address: "127.0.0.1".into(),
         }),
         observed: vec![],
+        observed_pending: false,
         applied: None,
     }
 }
@@ -661,6 +669,7 @@ async fn a_coordinator_on_an_empty_store_sees_what_agents_hold() {
     let c = coord.coordinator.clone();
     wait_for(&mut agent.handle.status, "x held, not adopted", |s| {
         s.iter()
+            .flatten()
             .any(|s| s.id == "x" && s.reason == oi_proto::model::REASON_NOT_ADOPTED)
     })
     .await;

@@ -94,11 +94,12 @@ fn web(id: &str, port: u16) -> Component {
     c
 }
 
-fn status<'a>(s: &'a [ComponentStatus], id: &str) -> Option<&'a ComponentStatus> {
-    s.iter().find(|c| c.id == id)
+/// `id`'s status, once the agent has listed its runtime.
+fn status<'a>(s: &'a Option<Vec<ComponentStatus>>, id: &str) -> Option<&'a ComponentStatus> {
+    s.iter().flatten().find(|c| c.id == id)
 }
 
-fn running(s: &[ComponentStatus], id: &str) -> bool {
+fn running(s: &Option<Vec<ComponentStatus>>, id: &str) -> bool {
     status(s, id).is_some_and(|c| c.phase == Phase::Running)
 }
 
@@ -204,7 +205,10 @@ impl Bed {
             c.remove_component(&id).await.unwrap();
         }
         if let Some(mut a) = agent {
-            wait_for(&mut a.status, "all removed", |s| s.is_empty()).await;
+            wait_for(&mut a.status, "all removed", |s| {
+                s.as_ref().is_some_and(Vec::is_empty)
+            })
+            .await;
             eventually_async_empty().await;
             a.shutdown().await;
         }
@@ -691,7 +695,11 @@ async fn agent_kill9_and_sigterm_restart_nothing() {
         move || {
             c.hypervisor("hv-real")
                 .and_then(|v| v.observed)
-                .is_some_and(|o| running(&o.components, id))
+                .is_some_and(|o| {
+                    o.components
+                        .iter()
+                        .any(|c| c.id == id && c.phase == Phase::Running)
+                })
         }
     };
 

@@ -294,7 +294,7 @@ impl SimAgent {
                 host_ports: PortRange::new(30000, 32767).expect("literal range"),
                 address: "127.0.0.1".into(),
             },
-            observed: statuses(placement),
+            observed: Some(statuses(placement)),
             applied: placement.cursor.clone(),
         }
     }

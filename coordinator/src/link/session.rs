@@ -61,14 +61,19 @@ pub(crate) async fn handle(
             b"a newer connection from the same hypervisor replaced this one",
         );
     }
-    inner.index.set_observed(
-        &name,
-        conn_id,
-        StatusReport {
-            applied,
-            components: observed,
-        },
-    );
+    // An agent that has not listed its runtime yet stays "unknown" (no
+    // report) until its first status report: an empty list here would read
+    // as "nothing runs", and finish deletions that are not done.
+    if let Some(components) = observed {
+        inner.index.set_observed(
+            &name,
+            conn_id,
+            StatusReport {
+                applied,
+                components,
+            },
+        );
+    }
     inner.metrics.connected_agents.inc();
     tracing::info!(hypervisor = %name, %peer, conn_id, "agent connected");
 
