@@ -81,6 +81,12 @@ impl Operations for Coordinator {
             }
             Err(e) => return Err(e),
         };
+        let mut spec = spec;
+        if spec.kubernetes_version.is_empty() {
+            // A spec that names no version keeps the cluster's: applying
+            // the same file again never upgrades it.
+            spec.kubernetes_version = existing.spec.kubernetes_version.clone();
+        }
         if existing.spec == spec {
             return Ok((existing, ApplyOutcome::Unchanged));
         }

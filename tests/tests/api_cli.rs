@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-const VERSION: &str = "1.20.2";
+const VERSION: &str = "1.37.2";
 
 // ------------------------------------------------------------------ fake --
 
@@ -327,11 +327,13 @@ impl Operations for Fake {
     fn kubernetes_versions(&self) -> Vec<VersionInfo> {
         vec![VersionInfo {
             kubernetes_version: VERSION.into(),
-            etcd_image: "etcd:3.4.23".into(),
-            apiserver_image: "kube-apiserver:1.20.2".into(),
-            controller_manager_image: "kube-controller-manager:1.20.2".into(),
-            scheduler_image: "kube-scheduler:1.20.2".into(),
+            default: true,
+            etcd_image: "etcd:3.7.0-0".into(),
+            apiserver_image: "kube-apiserver:v1.37.2".into(),
+            controller_manager_image: "kube-controller-manager:v1.37.2".into(),
+            scheduler_image: "kube-scheduler:v1.37.2".into(),
             haproxy_image: "haproxy:2.6".into(),
+            coredns_image: "coredns:v1.14.6".into(),
         }]
     }
 }
@@ -602,14 +604,14 @@ async fn errors_map_to_exit_codes() {
         .await
         .fails(3, "not found");
 
+    // Without --kubernetes-version the CLI sends none and the coordinator
+    // picks its default; this fake backend has none, so its message shows.
+    api.oi(&["cluster", "create", "x"])
+        .await
+        .fails(5, "oi version --kubernetes");
     // Usage errors are clap's (exit 2), not ours.
-    let usage = api.oi(&["cluster", "create", "x"]).await;
+    let usage = api.oi(&["cluster", "create"]).await;
     assert_eq!(usage.code, 2, "{}", usage.stderr);
-    assert!(
-        usage.stderr.contains("--kubernetes-version"),
-        "{}",
-        usage.stderr
-    );
     let usage = api.oi(&["cluster", "list", "-o", "xml"]).await;
     assert_eq!(usage.code, 2);
 
@@ -734,7 +736,7 @@ async fn apply_creates_updates_and_keeps() {
     // A bad document applies nothing, even the good one before it.
     std::fs::write(
         &file,
-        "name: three\nkubernetesVersion: 1.20.2\n---\nname: four\nbogus: 1\n",
+        "name: three\nkubernetesVersion: 1.37.2\n---\nname: four\nbogus: 1\n",
     )
     .unwrap();
     api.oi(&["apply", "-f", f]).await.fails(5, "document 2");
@@ -928,7 +930,7 @@ async fn fleet_and_versions() {
     );
     assert_eq!(
         v["coordinator"]["kubernetes"][0]["etcdImage"],
-        "etcd:3.4.23"
+        "etcd:3.7.0-0"
     );
     let v = api.oi(&["version", "--kubernetes"]).await;
     assert!(v.ok().contains("KUBERNETES") && v.stdout.contains("haproxy:2.6"));

@@ -56,7 +56,7 @@ async fn a_cluster_is_placed_by_role_and_spread_and_deleted_without_leftovers() 
     .await;
     let c = coord.coordinator.clone();
     let view = c
-        .create_cluster(ClusterSpec::new("prod", "1.20.2", 3))
+        .create_cluster(ClusterSpec::new("prod", "1.37.2", 3))
         .await
         .unwrap();
     assert_eq!(view.status.phase, ClusterPhase::Provisioning);
@@ -115,12 +115,12 @@ async fn a_cluster_is_placed_by_role_and_spread_and_deleted_without_leftovers() 
 
     // Refusals store nothing.
     let err = c
-        .create_cluster(ClusterSpec::new("prod", "1.20.2", 1))
+        .create_cluster(ClusterSpec::new("prod", "1.37.2", 1))
         .await
         .unwrap_err();
     assert!(matches!(err, OpError::AlreadyExists(_)), "{err}");
     let err = c
-        .create_cluster(ClusterSpec::new("Bad", "1.20.2", 1))
+        .create_cluster(ClusterSpec::new("Bad", "1.37.2", 1))
         .await
         .unwrap_err();
     assert!(matches!(err, OpError::Invalid(_)), "{err}");
@@ -154,7 +154,7 @@ async fn a_cluster_is_placed_by_role_and_spread_and_deleted_without_leftovers() 
 
     // The ports are free again: a new cluster gets the same lowest ports.
     let again = c
-        .create_cluster(ClusterSpec::new("prod2", "1.20.2", 3))
+        .create_cluster(ClusterSpec::new("prod2", "1.37.2", 3))
         .await
         .unwrap();
     assert_eq!(again.status.endpoint, view.status.endpoint);
@@ -172,7 +172,7 @@ async fn without_room_a_cluster_waits_with_a_reason_then_is_placed() {
     let (coord, mut agents) = fleet(dir.path(), &[("hv-a", Role::Private)]).await;
     let c = coord.coordinator.clone();
     let view = c
-        .create_cluster(ClusterSpec::new("waits", "1.20.2", 1))
+        .create_cluster(ClusterSpec::new("waits", "1.37.2", 1))
         .await
         .unwrap();
     assert_eq!(view.status.phase, ClusterPhase::Pending);
@@ -207,7 +207,7 @@ async fn without_room_a_cluster_waits_with_a_reason_then_is_placed() {
 
     // Two replicas cannot spread over one private hypervisor.
     let view = c
-        .create_cluster(ClusterSpec::new("ha", "1.20.2", 3))
+        .create_cluster(ClusterSpec::new("ha", "1.37.2", 3))
         .await
         .unwrap();
     assert_eq!(view.status.phase, ClusterPhase::Pending);
@@ -237,7 +237,7 @@ async fn coordinator_restart_keeps_clusters_without_changing_any_spec() {
     .await;
     let link_addr = coord.link_addr;
     let c = coord.coordinator.clone();
-    c.create_cluster(ClusterSpec::new("keep", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("keep", "1.37.2", 1))
         .await
         .unwrap();
     let before = wait_for(&mut agents[0].handle.placement, "placed", |p| {
@@ -277,7 +277,7 @@ async fn a_deletion_is_done_only_when_every_agent_removed_its_pieces() {
     )
     .await;
     let c = coord.coordinator.clone();
-    c.create_cluster(ClusterSpec::new("t", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("t", "1.37.2", 1))
         .await
         .unwrap();
     for a in &agents {
@@ -365,7 +365,7 @@ async fn a_hung_etcd_stalls_only_its_own_cluster() {
     )
     .await;
     let c = coord.coordinator.clone();
-    c.create_cluster(ClusterSpec::new("stuck", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("stuck", "1.37.2", 1))
         .await
         .unwrap();
     for a in agents.iter_mut() {
@@ -407,7 +407,7 @@ async fn a_hung_etcd_stalls_only_its_own_cluster() {
 
     // While that step hangs, another tenant's operations go through.
     let started = std::time::Instant::now();
-    c.create_cluster(ClusterSpec::new("other", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("other", "1.37.2", 1))
         .await
         .unwrap();
     let created = started.elapsed();
@@ -454,7 +454,7 @@ async fn removing_a_hypervisor_with_a_replica_returns_at_once_survives_a_restart
     )
     .await;
     let c = coord.coordinator.clone();
-    c.create_cluster(ClusterSpec::new("one", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("one", "1.37.2", 1))
         .await
         .unwrap();
     let holder = loop {

@@ -942,7 +942,7 @@ async fn drain_marks_replicas_leaving_and_refuses_when_nowhere_to_go() {
         agents.push(a);
     }
     eventually("registered", || c.hypervisors().len() == 3).await;
-    c.create_cluster(ClusterSpec::new("c1", "1.20.2", 1))
+    c.create_cluster(ClusterSpec::new("c1", "1.37.2", 1))
         .await
         .unwrap();
     let replica_on = |c: &Coordinator| {

@@ -1,19 +1,24 @@
-//! Dev check of the rendering (not of the agent): renders a 1.20.2 cluster
-//! whose "hypervisors" are all 127.0.0.1, and runs every rendered container
-//! directly as a host process with the real binaries. If a flag, a file or
-//! a certificate is wrong, a process refuses to start or the checks below
-//! fail.
+//! Dev check of the rendering (not of the agent): renders a cluster of each
+//! version in the matrix whose "hypervisors" are all 127.0.0.1, and runs
+//! every rendered container directly as a host process with the real
+//! binaries of that version. If a flag, a file or a certificate is wrong, a
+//! process refuses to start or the checks below fail. Before anything
+//! starts, every rendered flag is looked up in its binary's `--help`: a flag
+//! that a release dropped or deprecated fails the test by name.
 //!
 //! ```sh
-//! OI_K8S_BIN=/var/cache/oneinfra/kubernetes/<version>/bin \
-//!   cargo test -p oi-tests --test render_host -- --ignored --nocapture
+//! for v in $(tests/bed/kubernetes.sh versions); do
+//!   tests/bed/kubernetes.sh build --version $v
+//!   tests/bed/kubernetes.sh etcd --version "$(tests/bed/kubernetes.sh pairing $v | cut -d' ' -f1)"
+//! done
+//! cargo test -p oi-tests --test render_host -- --ignored --nocapture
 //! ```
 //!
-//! Environment: `OI_K8S_BIN` (directory with kube-apiserver,
-//! kube-controller-manager and kube-scheduler 1.20.2; default: the first
-//! `/var/cache/oneinfra/kubernetes/*/bin`), `OI_ETCD_BIN` (default
-//! `/usr/bin/etcd`), `OI_HAPROXY_BIN` (default `/usr/sbin/haproxy`),
-//! `OI_KUBECTL` (default `kubectl`).
+//! Environment: `OI_K8S_CACHE` (where `tests/bed/kubernetes.sh` caches:
+//! `<cache>/<version>/bin` holds kube-apiserver, kube-controller-manager and
+//! kube-scheduler, `<cache>/etcd-<etcd version>/bin` etcd; default
+//! `/var/cache/oneinfra/kubernetes`), `OI_HAPROXY_BIN` (default
+//! `/usr/sbin/haproxy`), `OI_KUBECTL` (default `kubectl`).
 //!
 //! How a component becomes a process, mirroring what the agent does with
 //! CRI: each component gets a directory `<tmp>/<id with / as _>/`; every
@@ -34,7 +39,7 @@ use oi_coordinator::cluster::model::{
 };
 use oi_coordinator::cluster::pki::{ClusterPki, KUBELET_API_ADMIN_BINDING};
 use oi_coordinator::cluster::render::{render_cluster, Placed, Profile, RenderInput};
-use oi_coordinator::cluster::versions::VersionMatrix;
+use oi_coordinator::cluster::versions::{Release, VersionMatrix};
 use oi_proto::model::Component;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -44,30 +49,22 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const VERSION: &str = "1.20.2";
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// One cluster at a time: two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn k8s_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("OI_K8S_BIN") {
-        return p.into();
-    }
-    let cache = Path::new("/var/cache/oneinfra/kubernetes");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cache)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.path().join("bin"))
-                .filter(|p| p.join("kube-apiserver").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    dirs.into_iter().next().expect(
-        "set OI_K8S_BIN to a directory with the 1.20.2 binaries (tests/bed/kubernetes.sh build)",
-    )
-}
+/// Deprecated flags rendered on purpose, with why (the `--help` check
+/// fails on any other): (binary, flag, reason).
+const DEPRECATED_ON_PURPOSE: &[(&str, &str, &str)] = &[
+    // kubeadm renders it too; the replacement is a KubeSchedulerConfiguration
+    // file whose clientConnection.kubeconfig says the same.
+    (
+        "kube-scheduler",
+        "kubeconfig",
+        "kubeadm's static pod uses it",
+    ),
+];
 
 fn env_or(name: &str, default: &str) -> PathBuf {
     std::env::var_os(name)
@@ -75,17 +72,144 @@ fn env_or(name: &str, default: &str) -> PathBuf {
         .unwrap_or_else(|| default.into())
 }
 
-fn host_binary(container_binary: &str) -> PathBuf {
-    let name = container_binary.rsplit('/').next().unwrap();
-    match name {
-        "etcd" => env_or("OI_ETCD_BIN", "/usr/bin/etcd"),
-        "haproxy" => env_or("OI_HAPROXY_BIN", "/usr/sbin/haproxy"),
-        other => k8s_bin().join(other),
+/// The host binaries of one release.
+struct Binaries {
+    k8s: PathBuf,
+    etcd: PathBuf,
+    haproxy: PathBuf,
+}
+
+impl Binaries {
+    fn of(release: &Release) -> Self {
+        let cache = env_or("OI_K8S_CACHE", "/var/cache/oneinfra/kubernetes");
+        let etcd = release
+            .images
+            .etcd
+            .rsplit(':')
+            .next()
+            .and_then(|t| t.strip_suffix("-0"))
+            .expect("etcd image tag X.Y.Z-0");
+        let bins = Self {
+            k8s: cache.join(&release.version).join("bin"),
+            etcd: cache.join(format!("etcd-{etcd}")).join("bin/etcd"),
+            haproxy: env_or("OI_HAPROXY_BIN", "/usr/sbin/haproxy"),
+        };
+        for b in [
+            bins.k8s.join("kube-apiserver"),
+            bins.etcd.clone(),
+            bins.haproxy.clone(),
+        ] {
+            assert!(
+                b.exists(),
+                "{} is missing: build it with tests/bed/kubernetes.sh build --version {} \
+                 and tests/bed/kubernetes.sh etcd --version {etcd} (see the module docs)",
+                b.display(),
+                release.version
+            );
+        }
+        bins
+    }
+
+    fn host(&self, container_binary: &str) -> PathBuf {
+        match container_binary.rsplit('/').next().unwrap() {
+            "etcd" => self.etcd.clone(),
+            "haproxy" => self.haproxy.clone(),
+            other => self.k8s.join(other),
+        }
     }
 }
 
 fn kubectl_bin() -> PathBuf {
     env_or("OI_KUBECTL", "kubectl")
+}
+
+/// The long flags a binary's `--help` lists, each with whether it is
+/// deprecated. Kubernetes (pflag) prints `--name type   Description` on one
+/// line; etcd prints `--name 'default'` and the description on the next.
+fn help_flags(binary: &Path) -> Result<BTreeMap<String, bool>> {
+    let o = Command::new(binary)
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {} --help", binary.display()))?;
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = BTreeMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        let Some(rest) = t.strip_prefix("--") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        let same_line = rest[name.len()..]
+            .split_once("  ")
+            .map(|(_, d)| d.trim())
+            .filter(|d| !d.is_empty());
+        let description = same_line
+            .or_else(|| lines.get(i + 1).map(|l| l.trim()))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let deprecated = description.starts_with("deprecated")
+            || description.contains("deprecated in v3.")
+            || description.contains("will be removed");
+        out.entry(name).or_insert(deprecated);
+    }
+    Ok(out)
+}
+
+/// Every `--name=value` of every rendered container exists in its binary's
+/// `--help`, and is not deprecated unless listed in DEPRECATED_ON_PURPOSE.
+fn check_flags(placed: &[Placed], bins: &Binaries) -> Result<()> {
+    let mut helps: BTreeMap<PathBuf, BTreeMap<String, bool>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for p in placed {
+        let k = &p.component.pod.containers[0];
+        let program = k.command.first().context("a container without a command")?;
+        let binary = program.rsplit('/').next().unwrap().to_string();
+        if binary == "haproxy" {
+            continue; // configured by its file, checked by running it
+        }
+        let host = bins.host(program);
+        if !helps.contains_key(&host) {
+            helps.insert(host.clone(), help_flags(&host)?);
+        }
+        let known = &helps[&host];
+        for arg in k.command.iter().skip(1).chain(&k.args) {
+            let Some(flag) = arg.strip_prefix("--") else {
+                continue;
+            };
+            let name = flag.split('=').next().unwrap();
+            match known.get(name) {
+                None => bad.push(format!("{binary} has no --{name} ({})", host.display())),
+                Some(true)
+                    if !DEPRECATED_ON_PURPOSE
+                        .iter()
+                        .any(|(b, f, _)| *b == binary && *f == name) =>
+                {
+                    bad.push(format!(
+                        "{binary} --{name} is deprecated ({})",
+                        host.display()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    bad.sort();
+    bad.dedup();
+    if !bad.is_empty() {
+        bail!(
+            "rendered flags the binaries do not take as they are:\n  {}",
+            bad.join("\n  ")
+        );
+    }
+    Ok(())
 }
 
 /// Distinct free TCP ports on 127.0.0.1 (all held until all are chosen).
@@ -139,6 +263,7 @@ struct Bed {
     /// `OI_RENDER_HOST_KEEP=1` keeps the directory (files and logs) for a
     /// look after the run; the processes are killed all the same.
     keep: bool,
+    bins: Binaries,
 }
 
 impl Drop for Bed {
@@ -200,8 +325,9 @@ fn translate(s: &str, mounts: &[(String, PathBuf)]) -> String {
 }
 
 impl Bed {
-    fn new() -> Result<Self> {
+    fn new(bins: Binaries) -> Result<Self> {
         Ok(Self {
+            bins,
             procs: vec![],
             root: tempfile::Builder::new()
                 .prefix("oi-render-host-")
@@ -243,7 +369,7 @@ impl Bed {
             .chain(k.args.iter())
             .map(|a| translate(a, &mounts))
             .collect();
-        let program = host_binary(&argv.remove(0));
+        let program = self.bins.host(&argv.remove(0));
         let log = self
             .root
             .path()
@@ -439,12 +565,15 @@ fn group_usage(pgid: u32) -> (u64, u64) {
     (kib, ticks)
 }
 
-fn run(replicas: u32, profile: Profile) -> Result<()> {
+fn run(version: &str, replicas: u32, profile: Profile) -> Result<()> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let spec = ClusterSpec::new("host", VERSION, replicas);
+    let spec = ClusterSpec::new("host", version, replicas);
     let allocation = allocation(replicas);
     let matrix = VersionMatrix::builtin();
-    let release = matrix.get(VERSION).unwrap();
+    let release = matrix
+        .get(version)
+        .with_context(|| format!("{version} is not in the matrix"))?;
+    let bins = Binaries::of(release);
     let pki = ClusterPki::generate(&spec.name)?;
     let certs = allocation
         .replicas
@@ -461,7 +590,8 @@ fn run(replicas: u32, profile: Profile) -> Result<()> {
         profile,
     })?;
 
-    let mut bed = Bed::new()?;
+    check_flags(&placed, &bins)?;
+    let mut bed = Bed::new(bins)?;
     let admin = bed.path("admin.conf");
     std::fs::write(
         &admin,
@@ -751,22 +881,64 @@ fn run(replicas: u32, profile: Profile) -> Result<()> {
     Ok(())
 }
 
+/// Every version of the matrix starts, serves and passes the checks: an
+/// unbuildable or unstartable release fails here, not at a user's.
 #[test]
 #[ignore = "runs the real control-plane binaries; see the module docs"]
-fn one_replica_default_profile() {
-    run(1, Profile::Default).unwrap();
+fn every_version_one_replica_default_profile() {
+    for version in VersionMatrix::builtin().versions() {
+        println!("== Kubernetes {version}");
+        run(version, 1, Profile::Default)
+            .with_context(|| format!("Kubernetes {version}"))
+            .unwrap();
+    }
 }
 
 #[test]
 #[ignore = "runs the real control-plane binaries; see the module docs"]
-fn one_replica_dense_profile() {
-    run(1, Profile::Dense).unwrap();
+fn newest_one_replica_dense_profile() {
+    let m = VersionMatrix::builtin();
+    run(m.default_version(), 1, Profile::Dense).unwrap();
 }
 
 #[test]
 #[ignore = "runs the real control-plane binaries; see the module docs"]
-fn three_replicas_default_profile() {
-    run(3, Profile::Default).unwrap();
+fn newest_three_replicas_default_profile() {
+    let m = VersionMatrix::builtin();
+    run(m.default_version(), 3, Profile::Default).unwrap();
+}
+
+/// The flag check against `--help` of every version, both profiles, three
+/// replicas (a few seconds; nothing is started).
+#[test]
+#[ignore = "runs the real binaries' --help; see the module docs"]
+fn every_rendered_flag_exists_in_its_binary() {
+    let matrix = VersionMatrix::builtin();
+    for release in matrix.releases() {
+        let spec = ClusterSpec::new("flags", &release.version, 3);
+        let allocation = allocation(3);
+        let pki = ClusterPki::generate(&spec.name).unwrap();
+        let certs: BTreeMap<_, _> = allocation
+            .replicas
+            .iter()
+            .map(|s| (s.index, pki.issue_replica(&spec, &allocation, s).unwrap()))
+            .collect();
+        for profile in [Profile::Default, Profile::Dense] {
+            let placed = render_cluster(&RenderInput {
+                spec: &spec,
+                incarnation: "flags",
+                release,
+                pki: &pki,
+                replica_certs: &certs,
+                allocation: &allocation,
+                profile,
+            })
+            .unwrap();
+            check_flags(&placed, &Binaries::of(release))
+                .with_context(|| format!("Kubernetes {} {profile:?}", release.version))
+                .unwrap();
+        }
+    }
 }
 
 #[test]

@@ -355,11 +355,13 @@ impl From<VersionInfo> for pb::KubernetesVersion {
     fn from(v: VersionInfo) -> Self {
         pb::KubernetesVersion {
             version: v.kubernetes_version,
+            default: v.default,
             etcd_image: v.etcd_image,
             apiserver_image: v.apiserver_image,
             controller_manager_image: v.controller_manager_image,
             scheduler_image: v.scheduler_image,
             haproxy_image: v.haproxy_image,
+            coredns_image: v.coredns_image,
         }
     }
 }
@@ -368,11 +370,13 @@ impl From<pb::KubernetesVersion> for VersionInfo {
     fn from(v: pb::KubernetesVersion) -> Self {
         VersionInfo {
             kubernetes_version: v.version,
+            default: v.default,
             etcd_image: v.etcd_image,
             apiserver_image: v.apiserver_image,
             controller_manager_image: v.controller_manager_image,
             scheduler_image: v.scheduler_image,
             haproxy_image: v.haproxy_image,
+            coredns_image: v.coredns_image,
         }
     }
 }
@@ -382,7 +386,7 @@ mod tests {
     use super::*;
 
     fn view() -> ClusterView {
-        let mut spec = ClusterSpec::new("prod", "1.20.2", 3);
+        let mut spec = ClusterSpec::new("prod", "1.37.2", 3);
         spec.api_server_extra_sans = vec!["api.example.com".into()];
         ClusterView {
             spec,
@@ -485,10 +489,10 @@ mod tests {
     fn empty_spec_fields_mean_the_defaults() {
         let s = ClusterSpec::from(pb::ClusterSpec {
             name: "a".into(),
-            kubernetes_version: "1.20.2".into(),
+            kubernetes_version: "1.37.2".into(),
             ..Default::default()
         });
-        assert_eq!(s, ClusterSpec::new("a", "1.20.2", 1));
+        assert_eq!(s, ClusterSpec::new("a", "1.37.2", 1));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterSpec {
     pub name: String,
+    /// Empty (or left out): the coordinator's default, the newest version
+    /// of its matrix; an existing cluster keeps its own.
+    #[serde(default)]
     pub kubernetes_version: String,
     #[serde(default = "one")]
     pub replicas: u32,
@@ -308,11 +311,11 @@ impl Allocation {
 mod tests {
     use super::*;
 
-    const V: &[&str] = &["1.20.2", "1.35.4"];
+    const V: &[&str] = &["1.35.4", "1.37.2"];
 
     #[test]
     fn good_specs_pass() {
-        ClusterSpec::new("prod-1", "1.20.2", 3).validate(V).unwrap();
+        ClusterSpec::new("prod-1", "1.37.2", 3).validate(V).unwrap();
         let mut s = ClusterSpec::new("a", "1.35.4", 1);
         s.api_server_extra_sans = vec!["api.example.com".into(), "192.0.2.7".into()];
         s.validate(V).unwrap();
@@ -322,7 +325,7 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused_with_a_hint() {
-        let base = ClusterSpec::new("ok", "1.20.2", 1);
+        let base = ClusterSpec::new("ok", "1.37.2", 1);
         let cases: Vec<(ClusterSpec, &str)> = vec![
             (
                 ClusterSpec {
@@ -431,7 +434,7 @@ mod tests {
     #[test]
     fn yaml_spec_uses_defaults() {
         let s: ClusterSpec =
-            serde_json::from_str(r#"{"name":"a","kubernetesVersion":"1.20.2"}"#).unwrap();
+            serde_json::from_str(r#"{"name":"a","kubernetesVersion":"1.37.2"}"#).unwrap();
         assert_eq!(s.replicas, 1);
         assert_eq!(s.service_cidr, DEFAULT_SERVICE_CIDR);
     }

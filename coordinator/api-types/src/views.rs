@@ -140,11 +140,14 @@ pub struct HypervisorSummary {
 #[serde(rename_all = "camelCase")]
 pub struct VersionInfo {
     pub kubernetes_version: String,
+    /// What a cluster gets when its spec names no version.
+    pub default: bool,
     pub etcd_image: String,
     pub apiserver_image: String,
     pub controller_manager_image: String,
     pub scheduler_image: String,
     pub haproxy_image: String,
+    pub coredns_image: String,
 }
 
 /// A join token as listed (never its secret).

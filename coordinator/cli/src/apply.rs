@@ -29,7 +29,7 @@ pub fn parse_documents(text: &str, source: &str) -> CliResult<Vec<ClusterSpec>> 
     if specs.is_empty() {
         return Err(invalid(format!(
             "{source} holds no cluster spec: write e.g. `name: prod` and \
-             `kubernetesVersion: 1.20.2` (`oi version --kubernetes` lists versions)"
+             `kubernetesVersion: 1.37.2` (`oi version --kubernetes` lists versions)"
         )));
     }
     Ok(specs)
@@ -41,11 +41,11 @@ mod tests {
 
     #[test]
     fn yaml_documents_parse_in_order() {
-        let text = "---\nname: a\nkubernetesVersion: 1.20.2\n---\n\
-                    name: b\nkubernetesVersion: 1.20.2\nreplicas: 3\napiServerExtraSans: [x.example]\n---\n";
+        let text = "---\nname: a\nkubernetesVersion: 1.37.2\n---\n\
+                    name: b\nkubernetesVersion: 1.37.2\nreplicas: 3\napiServerExtraSans: [x.example]\n---\n";
         let specs = parse_documents(text, "f").unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0], ClusterSpec::new("a", "1.20.2", 1));
+        assert_eq!(specs[0], ClusterSpec::new("a", "1.37.2", 1));
         assert_eq!(specs[1].replicas, 3);
         assert_eq!(specs[1].api_server_extra_sans, ["x.example"]);
     }
@@ -53,18 +53,15 @@ mod tests {
     #[test]
     fn json_parses() {
         let specs =
-            parse_documents(r#"{"name": "a", "kubernetesVersion": "1.20.2"}"#, "f").unwrap();
-        assert_eq!(specs, [ClusterSpec::new("a", "1.20.2", 1)]);
+            parse_documents(r#"{"name": "a", "kubernetesVersion": "1.37.2"}"#, "f").unwrap();
+        assert_eq!(specs, [ClusterSpec::new("a", "1.37.2", 1)]);
     }
 
     #[test]
     fn bad_documents_are_invalid_input() {
         let cases = [
-            ("name: a\nkubernetesVersion: 1.20.2\nbogus: 1\n", "bogus"),
-            (
-                "name: a\n---\nname: b\nkubernetesVersion: x\n",
-                "document 1",
-            ),
+            ("name: a\nkubernetesVersion: 1.37.2\nbogus: 1\n", "bogus"),
+            ("name: a\n---\nname: b\nreplicas: many\n", "document 2"),
             ("", "no cluster spec"),
             ("---\n---\n", "no cluster spec"),
             ("{\"name\": 1}", "JSON"),

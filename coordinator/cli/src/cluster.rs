@@ -27,7 +27,7 @@ async fn look(mut client: ClustersClient<Channel>, name: String) -> CliResult<Lo
 pub async fn create(ctx: &mut Ctx<'_>, a: CreateArgs) -> CliResult {
     let spec = ClusterSpec {
         name: a.name.clone(),
-        kubernetes_version: a.kubernetes_version,
+        kubernetes_version: a.kubernetes_version.unwrap_or_default(),
         replicas: a.replicas,
         service_cidr: a.service_cidr,
         pod_cidr: a.pod_cidr,

@@ -174,12 +174,17 @@ pub async fn version(ctx: &mut Ctx<'_>, kubernetes: bool, format: Format) -> Cli
             .iter()
             .map(|k| {
                 vec![
-                    k.kubernetes_version.clone(),
+                    if k.default {
+                        format!("{} (default)", k.kubernetes_version)
+                    } else {
+                        k.kubernetes_version.clone()
+                    },
                     k.etcd_image.clone(),
                     k.apiserver_image.clone(),
                     k.controller_manager_image.clone(),
                     k.scheduler_image.clone(),
                     k.haproxy_image.clone(),
+                    k.coredns_image.clone(),
                 ]
             })
             .collect();
@@ -191,6 +196,7 @@ pub async fn version(ctx: &mut Ctx<'_>, kubernetes: bool, format: Format) -> Cli
                 "CONTROLLER-MANAGER",
                 "SCHEDULER",
                 "HAPROXY",
+                "COREDNS",
             ],
             &rows,
         ));

@@ -135,9 +135,10 @@ pub enum ClusterCmd {
 pub struct CreateArgs {
     /// Cluster name (a DNS-1123 label, e.g. prod-1).
     pub name: String,
-    /// Kubernetes version (`oi version --kubernetes` lists them).
+    /// Kubernetes version (`oi version --kubernetes` lists them); default:
+    /// the coordinator's default, its newest.
     #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: String,
+    pub kubernetes_version: Option<String>,
     /// Control-plane replicas (odd numbers keep etcd quorum).
     #[arg(long, default_value_t = 1)]
     pub replicas: u32,

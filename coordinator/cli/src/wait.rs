@@ -302,7 +302,7 @@ mod tests {
         comps: &[(&str, Phase, bool)],
     ) -> ClusterView {
         ClusterView {
-            spec: ClusterSpec::new("prod", "1.20.2", 1),
+            spec: ClusterSpec::new("prod", "1.37.2", 1),
             status: ClusterStatus {
                 phase,
                 endpoint: String::new(),

@@ -571,7 +571,7 @@ pub(crate) mod tests {
 
     #[test]
     fn replica_certificates_carry_the_right_names_and_issuers() {
-        let mut spec = ClusterSpec::new("c1", "1.20.2", 3);
+        let mut spec = ClusterSpec::new("c1", "1.37.2", 3);
         spec.api_server_extra_sans = vec!["api.example.com".into(), "203.0.113.9".into()];
         let alloc = allocation(3);
         let pki = ClusterPki::generate("c1").unwrap();
@@ -678,7 +678,7 @@ pub(crate) mod tests {
         }
         let certs = pki
             .issue_replica(
-                &ClusterSpec::new("c1", "1.20.2", 1),
+                &ClusterSpec::new("c1", "1.37.2", 1),
                 &allocation(1),
                 &allocation(1).replicas[0],
             )
@@ -702,7 +702,7 @@ pub(crate) mod tests {
         let alloc = allocation(1);
         let certs = pki
             .issue_replica(
-                &ClusterSpec::new("c1", "1.20.2", 1),
+                &ClusterSpec::new("c1", "1.37.2", 1),
                 &alloc,
                 &alloc.replicas[0],
             )
@@ -757,7 +757,7 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_extra_san_is_refused() {
-        let mut spec = ClusterSpec::new("c1", "1.20.2", 1);
+        let mut spec = ClusterSpec::new("c1", "1.37.2", 1);
         spec.api_server_extra_sans = vec!["not a name\u{7f}é".into()];
         let alloc = allocation(1);
         let pki = ClusterPki::generate("c1").unwrap();

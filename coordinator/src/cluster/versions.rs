@@ -22,16 +22,19 @@ pub struct Images {
     pub controller_manager: String,
     pub scheduler: String,
     pub haproxy: String,
+    /// The cluster DNS add-on the release pairs with (kubeadm's choice).
+    pub coredns: String,
 }
 
 impl Images {
-    fn all_mut(&mut self) -> [&mut String; 5] {
+    fn all_mut(&mut self) -> [&mut String; 6] {
         [
             &mut self.etcd,
             &mut self.apiserver,
             &mut self.controller_manager,
             &mut self.scheduler,
             &mut self.haproxy,
+            &mut self.coredns,
         ]
     }
 }
@@ -53,7 +56,7 @@ pub struct VersionFlags {
 /// One supported Kubernetes release.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Release {
-    /// e.g. "1.20.2" (no leading v).
+    /// e.g. "1.37.2" (no leading v).
     pub version: String,
     pub images: Images,
     pub flags: VersionFlags,
@@ -66,102 +69,70 @@ impl Release {
     }
 }
 
-impl From<&Release> for VersionInfo {
-    fn from(r: &Release) -> Self {
-        VersionInfo {
-            kubernetes_version: r.version.clone(),
-            etcd_image: r.images.etcd.clone(),
-            apiserver_image: r.images.apiserver.clone(),
-            controller_manager_image: r.images.controller_manager.clone(),
-            scheduler_image: r.images.scheduler.clone(),
-            haproxy_image: r.images.haproxy.clone(),
-        }
-    }
-}
-
 fn version_key(v: &str) -> Vec<u64> {
     v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 const HAPROXY_IMAGE: &str = "docker.io/library/haproxy:2.6";
 
-/// kube-controller-manager and kube-scheduler below 1.24 serve plain,
-/// unauthenticated HTTP on 10252/10251 of all addresses unless `--port=0`
-/// (checked with the 1.20.2 binaries' `--help`); two clusters on one
-/// hypervisor would also collide on those ports. The flag is gone in 1.24.
-/// kube-apiserver 1.20 needs no `--insecure-port=0`: its insecure port is
-/// off already and the flag only prints "has no effect now" (checked with
-/// the 1.20.2 binary; `tests/tests/render_host.rs` checks that each process
-/// listens only on its declared ports).
-const INSECURE_PORT_OFF: Flag = ("port", "0");
-
-/// etcd 3.6 (kubeadm 1.34+): the initial corruption check is a feature gate
-/// and the progress-notify interval lost its `experimental-` prefix; the
-/// apiserver relies on progress notifications for watch bookmarks.
+/// etcd 3.6 and later (kubeadm 1.34+): the initial corruption check is a
+/// feature gate, and the progress-notify interval lost its `experimental-`
+/// prefix (the apiserver relies on progress notifications for watch
+/// bookmarks). Both checked against `etcd --help` of 3.6.8 and 3.7.0.
 const ETCD_36: [Flag; 2] = [
     ("feature-gates", "InitialCorruptCheck=true"),
     ("watch-progress-notify-interval", "5s"),
 ];
 
-fn release(version: &str, etcd_image: &str, flags: VersionFlags) -> Release {
+/// One release. `etcd` and `coredns` are the versions it pairs with: what
+/// kubeadm of that release names (`DefaultEtcdVersion`, `CoreDNSVersion`),
+/// or the nearest newer one where that exact release is not published as a
+/// Go module for the test bed to build (tests/bed/versions.tsv, which a test
+/// keeps equal to this table).
+fn release(version: &str, etcd: &str, coredns: &str, flags: VersionFlags) -> Release {
     let k = |name: &str| format!("registry.k8s.io/{name}:v{version}");
     Release {
         version: version.into(),
         images: Images {
-            etcd: etcd_image.into(),
+            etcd: format!("registry.k8s.io/etcd:{etcd}-0"),
             apiserver: k("kube-apiserver"),
             controller_manager: k("kube-controller-manager"),
             scheduler: k("kube-scheduler"),
             haproxy: HAPROXY_IMAGE.into(),
+            coredns: format!("registry.k8s.io/coredns/coredns:v{coredns}"),
         },
         flags,
     }
 }
 
-/// Every supported release, ordered by version.
+/// Every supported release, ordered by version. The newest is the default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionMatrix {
     releases: Vec<Release>,
 }
 
 impl VersionMatrix {
-    /// The releases this build of oneinfra supports.
+    /// The releases this build of oneinfra supports: three consecutive
+    /// minors. Every flag each component gets was checked against that
+    /// release's `--help` (tests/tests/render_host.rs does it again for
+    /// every version, and fails on an unknown or deprecated flag).
     pub fn builtin() -> Self {
+        let etcd36 = || VersionFlags {
+            etcd: ETCD_36.to_vec(),
+            ..Default::default()
+        };
         let mut releases = vec![
-            release(
-                "1.20.2",
-                "gcr.io/etcd-development/etcd:v3.4.23",
-                VersionFlags {
-                    etcd: vec![],
-                    apiserver: vec![],
-                    controller_manager: vec![INSECURE_PORT_OFF],
-                    scheduler: vec![INSECURE_PORT_OFF],
-                },
-            ),
-            release(
-                "1.34.11",
-                "registry.k8s.io/etcd:3.6.4-0",
-                VersionFlags {
-                    etcd: ETCD_36.to_vec(),
-                    ..Default::default()
-                },
-            ),
-            release(
-                "1.35.4",
-                "registry.k8s.io/etcd:3.6.5-0",
-                VersionFlags {
-                    etcd: ETCD_36.to_vec(),
-                    ..Default::default()
-                },
-            ),
+            release("1.35.4", "3.6.8", "1.14.3", etcd36()),
+            release("1.36.3", "3.6.8", "1.14.3", etcd36()),
+            release("1.37.2", "3.7.0", "1.14.6", etcd36()),
         ];
         releases.sort_by_key(Release::key);
         Self { releases }
     }
 
     /// Replaces registry and path of every image by `repo`, keeping the last
-    /// path element and the tag: `registry.k8s.io/kube-apiserver:v1.20.2`
-    /// becomes `<repo>/kube-apiserver:v1.20.2`.
+    /// path element and the tag: `registry.k8s.io/kube-apiserver:v1.37.2`
+    /// becomes `<repo>/kube-apiserver:v1.37.2`.
     pub fn with_image_repository(mut self, repo: &str) -> Self {
         let repo = repo.trim_end_matches('/');
         for r in &mut self.releases {
@@ -176,6 +147,14 @@ impl VersionMatrix {
         self.releases.iter().find(|r| r.version == version)
     }
 
+    /// The version a cluster gets when its spec names none: the newest.
+    pub fn default_version(&self) -> &str {
+        self.releases
+            .last()
+            .map(|r| r.version.as_str())
+            .expect("the matrix has at least one release")
+    }
+
     /// Supported versions, oldest first.
     pub fn versions(&self) -> Vec<&str> {
         self.releases.iter().map(|r| r.version.as_str()).collect()
@@ -187,7 +166,20 @@ impl VersionMatrix {
 
     /// What `oi version --kubernetes` shows, oldest first.
     pub fn infos(&self) -> Vec<VersionInfo> {
-        self.releases.iter().map(VersionInfo::from).collect()
+        let default = self.default_version();
+        self.releases
+            .iter()
+            .map(|r| VersionInfo {
+                kubernetes_version: r.version.clone(),
+                default: r.version == default,
+                etcd_image: r.images.etcd.clone(),
+                apiserver_image: r.images.apiserver.clone(),
+                controller_manager_image: r.images.controller_manager.clone(),
+                scheduler_image: r.images.scheduler.clone(),
+                haproxy_image: r.images.haproxy.clone(),
+                coredns_image: r.images.coredns.clone(),
+            })
+            .collect()
     }
 }
 
@@ -305,25 +297,30 @@ mod tests {
     #[test]
     fn builtin_versions_are_sorted_and_complete() {
         let m = VersionMatrix::builtin();
-        assert_eq!(m.versions(), vec!["1.20.2", "1.34.11", "1.35.4"]);
-        let r = m.get("1.34.11").unwrap();
-        assert_eq!(
-            r.images.apiserver,
-            "registry.k8s.io/kube-apiserver:v1.34.11"
-        );
-        assert_eq!(r.images.etcd, "registry.k8s.io/etcd:3.6.4-0");
+        assert_eq!(m.versions(), vec!["1.35.4", "1.36.3", "1.37.2"]);
+        assert_eq!(m.default_version(), "1.37.2");
+        let r = m.get("1.37.2").unwrap();
+        assert_eq!(r.images.apiserver, "registry.k8s.io/kube-apiserver:v1.37.2");
+        assert_eq!(r.images.etcd, "registry.k8s.io/etcd:3.7.0-0");
+        assert_eq!(r.images.coredns, "registry.k8s.io/coredns/coredns:v1.14.6");
         assert_eq!(r.images.haproxy, "docker.io/library/haproxy:2.6");
         assert_eq!(
             m.get("1.35.4").unwrap().images.etcd,
-            "registry.k8s.io/etcd:3.6.5-0"
+            "registry.k8s.io/etcd:3.6.8-0"
         );
-        assert!(m.get("1.21.0").is_none());
+        assert!(m.get("1.20.2").is_none());
         let infos = m.infos();
         assert_eq!(infos.len(), 3);
         assert_eq!(
             infos[0].scheduler_image,
-            "registry.k8s.io/kube-scheduler:v1.20.2"
+            "registry.k8s.io/kube-scheduler:v1.35.4"
         );
+        let defaults: Vec<&str> = infos
+            .iter()
+            .filter(|i| i.default)
+            .map(|i| i.kubernetes_version.as_str())
+            .collect();
+        assert_eq!(defaults, ["1.37.2"]);
     }
 
     #[test]
@@ -334,16 +331,14 @@ mod tests {
     }
 
     #[test]
-    fn insecure_ports_are_closed_only_where_they_exist() {
-        let m = VersionMatrix::builtin();
-        let old = &m.get("1.20.2").unwrap().flags;
-        assert!(old.controller_manager.contains(&("port", "0")));
-        assert!(old.scheduler.contains(&("port", "0")));
-        assert!(old.etcd.is_empty());
-        for v in ["1.34.11", "1.35.4"] {
-            let f = &m.get(v).unwrap().flags;
-            assert!(f.controller_manager.is_empty() && f.scheduler.is_empty());
+    fn no_release_gets_flags_its_binaries_dropped() {
+        // kube-apiserver lost --insecure-port in 1.24, the controller-manager
+        // and the scheduler lost --port in 1.24 and 1.23.
+        for r in VersionMatrix::builtin().releases() {
+            let f = &r.flags;
             assert!(f.apiserver.iter().all(|(n, _)| *n != "insecure-port"));
+            assert!(f.controller_manager.iter().all(|(n, _)| *n != "port"));
+            assert!(f.scheduler.iter().all(|(n, _)| *n != "port"));
             assert!(f
                 .etcd
                 .contains(&("feature-gates", "InitialCorruptCheck=true")));
@@ -353,20 +348,17 @@ mod tests {
     #[test]
     fn image_repository_override_keeps_name_and_tag() {
         let m = VersionMatrix::builtin().with_image_repository("localhost/oneinfra/");
-        let r = m.get("1.20.2").unwrap();
+        let r = m.get("1.37.2").unwrap();
         assert_eq!(
             r.images.apiserver,
-            "localhost/oneinfra/kube-apiserver:v1.20.2"
+            "localhost/oneinfra/kube-apiserver:v1.37.2"
         );
         assert_eq!(
             r.images.controller_manager,
-            "localhost/oneinfra/kube-controller-manager:v1.20.2"
+            "localhost/oneinfra/kube-controller-manager:v1.37.2"
         );
-        assert_eq!(r.images.etcd, "localhost/oneinfra/etcd:v3.4.23");
+        assert_eq!(r.images.etcd, "localhost/oneinfra/etcd:3.7.0-0");
         assert_eq!(r.images.haproxy, "localhost/oneinfra/haproxy:2.6");
-        assert_eq!(
-            m.get("1.35.4").unwrap().images.etcd,
-            "localhost/oneinfra/etcd:3.6.5-0"
-        );
+        assert_eq!(r.images.coredns, "localhost/oneinfra/coredns:v1.14.6");
     }
 }

@@ -265,7 +265,10 @@ impl Coordinator {
             .await
     }
 
-    pub async fn create_cluster(&self, spec: ClusterSpec) -> Result<ClusterView, OpError> {
+    pub async fn create_cluster(&self, mut spec: ClusterSpec) -> Result<ClusterView, OpError> {
+        if spec.kubernetes_version.is_empty() {
+            spec.kubernetes_version = self.inner.matrix.default_version().to_string();
+        }
         spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
         let _cluster = self.inner.cluster_locks.lock(&spec.name).await;

@@ -463,7 +463,7 @@ mod tests {
 
     fn record(desired: u32, flags: &[EtcdJoin]) -> ClusterRecord {
         ClusterRecord {
-            spec: ClusterSpec::new("c", "1.20.2", desired),
+            spec: ClusterSpec::new("c", "1.37.2", desired),
             secrets: Vec::new(),
             allocation: Some(Allocation {
                 replicas: flags

@@ -745,7 +745,7 @@ mod tests {
             content: b"-----BEGIN PRIVATE KEY----- component".to_vec(),
         });
         let rec = ClusterRecord {
-            spec: ClusterSpec::new("c1", "1.20.2", 1),
+            spec: ClusterSpec::new("c1", "1.37.2", 1),
             secrets: b"-----BEGIN PRIVATE KEY----- ca".to_vec(),
             allocation: None,
             pending_reason: "no room".into(),

@@ -78,7 +78,7 @@ fn file<'a>(placed: &'a [Placed], id: &str, path: &str) -> &'a File {
 
 #[test]
 fn rendering_is_deterministic() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     for profile in [Profile::Default, Profile::Dense] {
         let a = fx.render(profile);
         let b = fx.render(profile);
@@ -96,7 +96,7 @@ fn rendering_is_deterministic() {
         );
     }
     // Slot order in the allocation does not matter.
-    let mut shuffled = Fixture::new("1.20.2", 3);
+    let mut shuffled = Fixture::new("1.37.2", 3);
     let again = shuffled.render(Profile::Default);
     shuffled.allocation.replicas.reverse();
     assert_eq!(shuffled.render(Profile::Default), again);
@@ -104,7 +104,7 @@ fn rendering_is_deterministic() {
 
 #[test]
 fn components_are_named_and_placed_per_hypervisor() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     let placed = fx.render(Profile::Default);
     let ids: Vec<&str> = placed.iter().map(|p| p.component.id.as_str()).collect();
     assert_eq!(ids, component_ids("c1", &[0, 1, 2]));
@@ -145,7 +145,7 @@ fn components_are_named_and_placed_per_hypervisor() {
 
 #[test]
 fn keys_live_only_in_0600_files() {
-    let fx = Fixture::new("1.35.4", 3);
+    let fx = Fixture::new("1.36.3", 3);
     let mut keys: Vec<String> = vec![
         fx.pki.service_account.private.expose().to_string(),
         fx.pki.client_ca.key.expose().to_string(),
@@ -221,7 +221,7 @@ fn keys_live_only_in_0600_files() {
 
 #[test]
 fn every_path_flag_names_a_rendered_file_or_mount() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     for p in fx.render(Profile::Default) {
         let pod = &p.component.pod;
         let c = &pod.containers[0];
@@ -267,7 +267,7 @@ fn every_path_flag_names_a_rendered_file_or_mount() {
 
 #[test]
 fn etcd_knows_every_member_and_the_apiserver_its_own() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     let placed = fx.render(Profile::Default);
     let etcd = find(&placed, "c1/etcd-1");
     let r = &fx.allocation.replicas;
@@ -368,7 +368,7 @@ fn controller_manager_and_scheduler_use_their_own_identities() {
         (1, Profile::Dense, "false"),
         (3, Profile::Dense, "true"),
     ] {
-        let fx = Fixture::new("1.20.2", replicas);
+        let fx = Fixture::new("1.37.2", replicas);
         let placed = fx.render(profile);
         let port = fx.allocation.replicas[0].ports.apiserver;
         for (id, conf, cn) in [
@@ -436,40 +436,42 @@ fn controller_manager_and_scheduler_use_their_own_identities() {
 }
 
 #[test]
-fn version_specific_flags_differ_as_intended() {
-    let old = Fixture::new("1.20.2", 1).render(Profile::Default);
-    let new = Fixture::new("1.35.4", 1).render(Profile::Default);
-    for id in ["c1/kube-controller-manager-0", "c1/kube-scheduler-0"] {
-        assert_eq!(flag(find(&old, id), "port"), Some("0"), "{id}");
-        assert_eq!(flag(find(&new, id), "port"), None, "{id}");
-    }
-    for placed in [&old, &new] {
+fn version_specific_flags_and_images() {
+    for version in VersionMatrix::builtin().versions() {
+        let placed = Fixture::new(version, 1).render(Profile::Default);
+        for id in ["c1/kube-controller-manager-0", "c1/kube-scheduler-0"] {
+            assert_eq!(flag(find(&placed, id), "port"), None, "{version} {id}");
+        }
         assert_eq!(
-            flag(find(placed, "c1/kube-apiserver-0"), "insecure-port"),
+            flag(find(&placed, "c1/kube-apiserver-0"), "insecure-port"),
             None
         );
+        let etcd = find(&placed, "c1/etcd-0");
+        assert_eq!(
+            flag(etcd, "feature-gates"),
+            Some("InitialCorruptCheck=true")
+        );
+        assert_eq!(flag(etcd, "watch-progress-notify-interval"), Some("5s"));
+        assert_eq!(
+            find(&placed, "c1/kube-apiserver-0").image,
+            format!("registry.k8s.io/kube-apiserver:v{version}")
+        );
     }
-    let (e_old, e_new) = (find(&old, "c1/etcd-0"), find(&new, "c1/etcd-0"));
-    assert_eq!(flag(e_old, "feature-gates"), None);
-    assert_eq!(
-        flag(e_new, "feature-gates"),
-        Some("InitialCorruptCheck=true")
-    );
-    assert_eq!(flag(e_new, "watch-progress-notify-interval"), Some("5s"));
-    assert_eq!(e_old.image, "gcr.io/etcd-development/etcd:v3.4.23");
-    assert_eq!(e_new.image, "registry.k8s.io/etcd:3.6.5-0");
-    assert_eq!(
-        find(&new, "c1/kube-apiserver-0").image,
-        "registry.k8s.io/kube-apiserver:v1.35.4"
-    );
+    let etcd_image = |v| {
+        find(&Fixture::new(v, 1).render(Profile::Default), "c1/etcd-0")
+            .image
+            .clone()
+    };
+    assert_eq!(etcd_image("1.36.3"), "registry.k8s.io/etcd:3.6.8-0");
+    assert_eq!(etcd_image("1.37.2"), "registry.k8s.io/etcd:3.7.0-0");
 }
 
 #[test]
 fn image_repository_override_reaches_every_pod() {
-    let mut fx = Fixture::new("1.20.2", 1);
+    let mut fx = Fixture::new("1.37.2", 1);
     fx.release = VersionMatrix::builtin()
         .with_image_repository("localhost/oneinfra")
-        .get("1.20.2")
+        .get("1.37.2")
         .unwrap()
         .clone();
     let placed = fx.render(Profile::Default);
@@ -480,18 +482,18 @@ fn image_repository_override_reaches_every_pod() {
     assert_eq!(
         images,
         vec![
-            "localhost/oneinfra/etcd:v3.4.23",
+            "localhost/oneinfra/etcd:3.7.0-0",
             "localhost/oneinfra/haproxy:2.6",
-            "localhost/oneinfra/kube-apiserver:v1.20.2",
-            "localhost/oneinfra/kube-controller-manager:v1.20.2",
-            "localhost/oneinfra/kube-scheduler:v1.20.2",
+            "localhost/oneinfra/kube-apiserver:v1.37.2",
+            "localhost/oneinfra/kube-controller-manager:v1.37.2",
+            "localhost/oneinfra/kube-scheduler:v1.37.2",
         ]
     );
 }
 
 #[test]
 fn dense_profile_is_smaller() {
-    let fx = Fixture::new("1.20.2", 1);
+    let fx = Fixture::new("1.37.2", 1);
     let def = fx.render(Profile::Default);
     let dense = fx.render(Profile::Dense);
     let total = |p: &[Placed]| {
@@ -565,7 +567,7 @@ fn dense_profile_is_smaller() {
 
 #[test]
 fn haproxy_balances_over_every_apiserver() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     let placed = fx.render(Profile::Default);
     let cfg = file(&placed, "c1/ingress", "haproxy/haproxy.cfg");
     assert_eq!(cfg.mode, 0o644);
@@ -617,7 +619,7 @@ fn haproxy_balances_over_every_apiserver() {
 
 #[test]
 fn etcd_on_a_loopback_hypervisor_listens_once() {
-    let mut fx = Fixture::new("1.20.2", 1);
+    let mut fx = Fixture::new("1.37.2", 1);
     fx.allocation.replicas[0].address = "127.0.0.1".into();
     let placed = fx.render(Profile::Default);
     let port = fx.allocation.replicas[0].ports.etcd_client;
@@ -629,7 +631,7 @@ fn etcd_on_a_loopback_hypervisor_listens_once() {
 
 #[test]
 fn ipv6_addresses_are_bracketed() {
-    let mut fx = Fixture::new("1.20.2", 1);
+    let mut fx = Fixture::new("1.37.2", 1);
     fx.allocation.replicas[0].address = "fd00::10".into();
     fx.allocation.ingress.address = "fd00::7".into();
     let placed = fx.render(Profile::Default);
@@ -647,7 +649,7 @@ fn ipv6_addresses_are_bracketed() {
 
 #[test]
 fn bad_inputs_are_refused_with_a_hint() {
-    let fx = Fixture::new("1.20.2", 3);
+    let fx = Fixture::new("1.37.2", 3);
     let other = VersionMatrix::builtin().get("1.35.4").unwrap().clone();
     let mut input = fx.input(Profile::Default);
     input.release = &other;
@@ -687,4 +689,85 @@ fn profiles_parse() {
     assert_eq!("dense".parse::<Profile>().unwrap(), Profile::Dense);
     assert_eq!("default".parse::<Profile>().unwrap(), Profile::Default);
     assert!("big".parse::<Profile>().unwrap_err().contains("dense"));
+}
+
+/// The rendered pods of every version and profile, as golden files
+/// (`golden/<version>-<profile>.json`): a change to any flag, image, port,
+/// mount, probe or resource shows up in review instead of restarting pods
+/// unnoticed. File contents are kept where they are the same on every
+/// render; keys and certificates (fresh per fixture) are replaced by a
+/// placeholder. `OI_UPDATE_GOLDEN=1 cargo test -p oi-coordinator golden`
+/// rewrites them.
+/// Replaces every `*-data` string (a kubeconfig's embedded PEM) by a marker.
+fn mask_embedded_material(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if k.ends_with("-data") && v.is_string() {
+                    *v = "<key or certificate material>".into();
+                } else {
+                    mask_embedded_material(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_embedded_material),
+        _ => {}
+    }
+}
+
+#[test]
+fn rendered_pods_match_the_golden_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/render/golden");
+    let update = std::env::var_os("OI_UPDATE_GOLDEN").is_some();
+    let mut stale = Vec::new();
+    for version in VersionMatrix::builtin().versions() {
+        for profile in [Profile::Default, Profile::Dense] {
+            let placed = Fixture::new(version, 3).render(profile);
+            let mut pods = serde_json::Map::new();
+            for p in &placed {
+                let mut pod = serde_json::to_value(&p.component.pod).unwrap();
+                for f in pod["files"].as_array_mut().into_iter().flatten() {
+                    let text = f["content"]
+                        .as_str()
+                        .and_then(|b| {
+                            use base64::Engine;
+                            base64::engine::general_purpose::STANDARD.decode(b).ok()
+                        })
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .filter(|t| !t.contains("-----BEGIN"));
+                    f["content"] = match text {
+                        // Kubeconfigs are JSON: keep their shape, mask the
+                        // embedded certificates and keys (fresh each run).
+                        Some(t) => match serde_json::from_str::<serde_json::Value>(&t) {
+                            Ok(mut doc) => {
+                                mask_embedded_material(&mut doc);
+                                doc
+                            }
+                            Err(_) => t.into(),
+                        },
+                        None => "<key or certificate material>".into(),
+                    };
+                }
+                pods.insert(p.component.id.clone(), pod);
+            }
+            let got = serde_json::to_string_pretty(&pods).unwrap() + "\n";
+            let name = if profile == Profile::Dense {
+                "dense"
+            } else {
+                "default"
+            };
+            let path = dir.join(format!("{version}-{name}.json"));
+            if update {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &got).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(got.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "rendered pods differ from {stale:?}; if the change is intended, rerun with \
+         OI_UPDATE_GOLDEN=1 and review the diff"
+    );
 }
