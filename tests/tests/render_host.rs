@@ -155,9 +155,13 @@ fn help_flags(binary: &Path) -> Result<BTreeMap<String, bool>> {
             .or_else(|| lines.get(i + 1).map(|l| l.trim()))
             .unwrap_or_default()
             .to_ascii_lowercase();
+        // About the flag itself, not one of its values ("master-count is
+        // deprecated, and will be removed" is --endpoint-reconciler-type's).
         let deprecated = description.starts_with("deprecated")
+            || description.contains("(deprecated")
             || description.contains("deprecated in v3.")
-            || description.contains("will be removed");
+            || description.contains("this flag is deprecated")
+            || description.contains("this flag will be removed");
         out.entry(name).or_insert(deprecated);
     }
     Ok(out)
@@ -627,11 +631,11 @@ fn run(version: &str, replicas: u32, profile: Profile) -> Result<()> {
     assert!(o.ok, "create namespace: {}", o.stderr);
 
     // The controller-manager works under its own identity: the service
-    // account controller creates `default` in the new namespace, the token
-    // controller signs its token (ECDSA service-account key).
+    // account controller creates `default` in the new namespace. (Since
+    // 1.24 no token Secret comes with it; the TokenRequest below signs one.)
     eventually(
         &mut bed,
-        "serviceaccount x/default with a token",
+        "serviceaccount x/default",
         Duration::from_secs(60),
         |_| {
             let o = kubectl(
@@ -643,10 +647,10 @@ fn run(version: &str, replicas: u32, profile: Profile) -> Result<()> {
                     "serviceaccount",
                     "default",
                     "-o",
-                    "jsonpath={.secrets[0].name}",
+                    "jsonpath={.metadata.name}",
                 ],
             )?;
-            Ok((o.ok && !o.stdout.is_empty()).then_some(()))
+            Ok((o.ok && o.stdout == "default").then_some(()))
         },
     )?;
     let sa_ready = started.elapsed();

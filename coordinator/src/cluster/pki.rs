@@ -402,7 +402,11 @@ impl ClusterPki {
                     common_name: &member,
                     organization: None,
                     sans: sans(&[slot.address.as_str(), "127.0.0.1", "localhost"])?,
-                    usage: Usage::Server,
+                    // Also a client certificate, as kubeadm's: etcd 3.6's
+                    // gRPC gateway dials the member's own client port with
+                    // it, and etcd rejects it without clientAuth ("certificate
+                    // specifies an incompatible key usage").
+                    usage: Usage::ServerAndClient,
                 },
             )?,
             etcd_peer: issue(

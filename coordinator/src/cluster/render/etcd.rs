@@ -53,10 +53,11 @@ fn listen_client_urls(address: &str, port: u16) -> String {
 
 /// The CAs etcd accepts client certificates from: the etcd client CA, and
 /// the etcd server CA because etcd's embedded gRPC gateway dials its own
-/// client port presenting the member's serving certificate (without it,
-/// etcd 3.4 logs "rejected connection ... certificate signed by unknown
-/// authority" every few seconds and the gateway does not work). Only etcd
-/// members hold certificates of the server CA.
+/// client port presenting the member's serving certificate (which carries
+/// clientAuth for that; without this CA etcd logs "rejected connection ...
+/// certificate signed by unknown authority" every few seconds and the
+/// gateway does not work). Only etcd members hold certificates of the
+/// server CA.
 pub(super) fn client_trust_bundle(ctx: &Ctx<'_>) -> String {
     let pki = ctx.input.pki;
     format!(
