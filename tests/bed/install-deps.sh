@@ -18,9 +18,11 @@ die() { echo "$PROG: error: $*" >&2; exit 1; }
 # busybox-static: the one-file base of the bed's images (sandbox/pause too)
 # iproute2: ip netns / veth / bridge; util-linux: nsenter, setsid, mount
 # jq: JSON for image.sh; tar (GNU, --sort=name) and coreutils: image layers
-# etcd-server, etcd-client, haproxy: control-plane images and render tests
+# etcd-client (etcdctl, for tests reading etcd membership), haproxy: the
+# ingress image; etcd and Kubernetes themselves come from Go modules
+# (kubernetes.sh)
 # curl: health checks of the bring-up
-pkgs=(containerd runc busybox-static iproute2 util-linux jq tar coreutils etcd-server etcd-client haproxy curl)
+pkgs=(containerd runc busybox-static iproute2 util-linux jq tar coreutils etcd-client haproxy curl)
 for a in "$@"; do
 	case $a in
 	--dev) pkgs+=(shellcheck) ;;

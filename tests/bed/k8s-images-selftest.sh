@@ -43,6 +43,9 @@ trap cleanup EXIT
 
 "$HERE/install-deps.sh"
 cleanup
+# the default: the newest version, and the etcd it pairs with
+V=$("$HERE/kubernetes.sh" versions | tail -n 1)
+read -r E _ < <("$HERE/kubernetes.sh" pairing "$V")
 
 # --- build (cold or cached), then a second call that must hit the cache
 t0=$(now)
@@ -60,8 +63,8 @@ check "second build is a cache hit (${took} s, tarballs untouched)" \
 	test "$(stat -c %Y "${again[@]}")" = "$before"
 check "second build under 3 s" awk -v t="$took" 'BEGIN {exit !(t < 3)}'
 mapfile -t names < <("$KI" names --repo "$REPO")
-want=("$REPO/kube-apiserver:v1.20.2" "$REPO/kube-controller-manager:v1.20.2"
-	"$REPO/kube-scheduler:v1.20.2" "$REPO/etcd:v3.4.23" "$REPO/haproxy:2.6")
+want=("$REPO/kube-apiserver:v$V" "$REPO/kube-controller-manager:v$V"
+	"$REPO/kube-scheduler:v$V" "$REPO/etcd:$E-0" "$REPO/haproxy:2.6")
 check "image names are ${want[*]}" test "${names[*]}" = "${want[*]}"
 
 one_layer() { # the manifest of tarball $1 has exactly one uncompressed layer
@@ -81,8 +84,8 @@ in_image() { # in_image TAR PATH: the layer holds PATH
 	tar -xOf "$t" "blobs/sha256/$l" | tar -t | grep -x "${p#/}" >/dev/null
 }
 dir=$(dirname "${tars[0]}")
-check "haproxy image holds libgcc_s.so.1 (glibc dlopens it)" in_image "$dir/haproxy.tar" /lib/x86_64-linux-gnu/libgcc_s.so.1
-check "etcd image holds the dynamic loader" in_image "$dir/etcd.tar" /lib64/ld-linux-x86-64.so.2
+check "haproxy image holds libgcc_s.so.1 (glibc dlopens it)" in_image "$dir/haproxy-2.6.tar" /lib/x86_64-linux-gnu/libgcc_s.so.1
+check "etcd image holds etcd" in_image "$dir/etcd-$E-0.tar" /usr/local/bin/etcd
 
 # --- import into an instance with its own netns
 S=$("$CD" start ki-a --netns)
@@ -102,13 +105,11 @@ check "second import skips what is there ($(since "$t0") s)" test -z "$out"
 # --- every binary runs and names its version
 run() { "$CD" run ki-a --rm "$@" 2>&1; }
 for b in kube-apiserver kube-controller-manager kube-scheduler; do
-	out=$(run "$REPO/$b:v1.20.2" "v-$b" "/usr/local/bin/$b" --version || true)
-	check "$b --version says Kubernetes v1.20.2" contains "Kubernetes v1.20.2" "$out"
+	out=$(run "$REPO/$b:v$V" "v-$b" "/usr/local/bin/$b" --version || true)
+	check "$b --version says Kubernetes v$V" contains "Kubernetes v$V" "$out"
 done
-out=$(run "$REPO/etcd:v3.4.23" v-etcd /usr/local/bin/etcd --version || true)
-check "etcd --version says 3.4.23" contains "etcd Version: 3.4.23" "$out"
-out=$(run "$REPO/etcd:v3.4.23" v-etcdctl /usr/local/bin/etcdctl version || true)
-check "etcdctl version says 3.4.23" contains "etcdctl version: 3.4.23" "$out"
+out=$(run "$REPO/etcd:$E-0" v-etcd /usr/local/bin/etcd --version || true)
+check "etcd --version says $E" contains "etcd Version: $E" "$out"
 out=$(run "$REPO/haproxy:2.6" v-haproxy /usr/local/sbin/haproxy -v || true)
 check "haproxy -v says 2.6" contains "HAProxy version 2.6." "$out"
 out=$(run "$REPO/haproxy:2.6" vv-haproxy /usr/local/sbin/haproxy -vv || true)
@@ -118,7 +119,7 @@ check "haproxy -vv: OpenSSL and Lua load" bash -c \
 # --- etcd serving /health on plain HTTP in ki-a's netns
 logs=$OI_BED_DIR/ki-a/logs
 mkdir -p "$logs"
-"$CD" run ki-a -d --log-uri "file://$logs/etcd.log" "$REPO/etcd:v3.4.23" ki-etcd \
+"$CD" run ki-a -d --log-uri "file://$logs/etcd.log" "$REPO/etcd:$E-0" ki-etcd \
 	/usr/local/bin/etcd --name ki --data-dir /var/lib/etcd \
 	--listen-client-urls http://0.0.0.0:2379 --advertise-client-urls "http://$ip:2379" \
 	--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
@@ -134,7 +135,9 @@ wait_http() { # wait_http URL EXPECTED
 	return 1
 }
 check "etcd /health from the root namespace at $ip:2379" wait_http "http://$ip:2379/health" '"health":"true"'
-out=$(run "$REPO/etcd:v3.4.23" ki-put sh -c \
+# the image has no etcdctl; Debian's, in the instance's netns
+ns=$(cat "$OI_BED_DIR/ki-a/netns")
+out=$(nsenter --net="/run/netns/$ns" sh -c \
 	'ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 put k ok >/dev/null && ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 get --print-value-only k' || true)
 check "etcdctl put/get on 127.0.0.1 of the netns" test "$out" = ok
 check "etcd's port is not open in the root namespace" bash -c "! curl -fsS --max-time 1 http://127.0.0.1:2379/health"
@@ -175,8 +178,8 @@ check "haproxy log has no loader or library error" bash -c \
 # --- the CRI plugin sees the images (needs Python grpcio; see README.md)
 if "$PY" -c 'import grpc, grpc_tools' 2>/dev/null &&
 	compgen -G "$HOME/.cargo/registry/src/*/k8s-cri-*/proto/v1.proto" >/dev/null; then
-	check "CRI host-network pod from $REPO/etcd:v3.4.23" "$PY" "$HERE/cri-smoke.py" "$S" \
-		--image "$REPO/etcd:v3.4.23" --expect-addr "$ip"
+	check "CRI host-network pod from $REPO/etcd:$E-0" "$PY" "$HERE/cri-smoke.py" "$S" \
+		--image "$REPO/etcd:$E-0" --expect-addr "$ip"
 else
 	echo "skip - CRI pod from the etcd image (needs Python grpcio + grpcio-tools; see README)"
 	skip=$((skip + 1))

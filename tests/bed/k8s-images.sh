@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Control-plane images for the test bed, built from local binaries (no
-# registry): kube-apiserver, kube-controller-manager, kube-scheduler (from
-# kubernetes.sh), etcd (Debian's etcd-server, plus etcdctl from etcd-client)
-# and haproxy (Debian's haproxy).
+# registry), for each Kubernetes version asked: kube-apiserver,
+# kube-controller-manager, kube-scheduler (tag vV) and etcd (tag E-0, the
+# etcd that V pairs with), all from kubernetes.sh's Go-module builds; and
+# haproxy (Debian's haproxy, tag major.minor).
 #
-#   k8s-images.sh build [--repo R]                  # prints the tarball paths
-#   k8s-images.sh names [--repo R]                  # prints the image names
-#   k8s-images.sh import [--repo R] [--force] SOCKET|INSTANCE...
+#   k8s-images.sh build [--repo R] [--versions LIST]     # prints the tarball paths
+#   k8s-images.sh names [--repo R] [--versions LIST]     # prints the image names
+#   k8s-images.sh import [--repo R] [--versions LIST] [--force] SOCKET|INSTANCE...
 #
-# R defaults to localhost/oneinfra. Tarballs are cached under
-# $OI_IMAGE_CACHE (default /var/cache/oneinfra/images). See README.md.
+# R defaults to localhost/oneinfra; LIST is comma-separated Kubernetes
+# versions, "all" (every row of versions.tsv) or "newest" (the default).
+# Tarballs are cached under $OI_IMAGE_CACHE (default
+# /var/cache/oneinfra/images). See README.md.
 set -euo pipefail
 
 PROG=${0##*/}
@@ -19,24 +22,25 @@ BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
 BUSYBOX=${OI_BED_BUSYBOX:-/bin/busybox}
 REPO=localhost/oneinfra
 # bump when a recipe below changes in a way the input key does not show
-RECIPE_VERSION=1
-IMAGES=(kube-apiserver kube-controller-manager kube-scheduler etcd haproxy)
+RECIPE_VERSION=2
+KUBE=(kube-apiserver kube-controller-manager kube-scheduler)
+VERSIONS=newest
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 note() { echo "$PROG: $*" >&2; }
 
 usage() {
-	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 pkg_version() { dpkg-query -W -f='${Version}' "$1"; }
 
-# etcd-server (/usr/bin/etcd), etcd-client (/usr/bin/etcdctl), haproxy:
-# installed when absent; apt-get update only when the install fails without it
+# haproxy: installed when absent; apt-get update only when the install
+# fails without it
 ensure_packages() {
 	local missing=() p
-	for p in etcd-server etcd-client haproxy; do installed "$p" || missing+=("$p"); done
+	for p in haproxy; do installed "$p" || missing+=("$p"); done
 	((${#missing[@]})) || return 0
 	[[ $(id -u) == 0 ]] || die "need root to install ${missing[*]}"
 	note "installing ${missing[*]}"
@@ -50,42 +54,75 @@ ensure_packages() {
 	fi
 	rm -f "$log"
 	for p in "${missing[@]}"; do installed "$p" || die "package $p is still not installed"; done
-	# only the binaries are wanted: where systemd runs, Debian starts
-	# etcd.service (127.0.0.1:2379, the port a host-network etcd needs) and
-	# haproxy.service on install; stop and disable what was just installed
+	# only the binary is wanted: where systemd runs, Debian starts
+	# haproxy.service on install; stop and disable it
 	if [[ -d /run/systemd/system ]]; then
-		for p in "${missing[@]}"; do
-			case $p in
-			etcd-server) systemctl disable --now etcd.service >/dev/null 2>&1 || true ;;
-			haproxy) systemctl disable --now haproxy.service >/dev/null 2>&1 || true ;;
-			esac
-		done
+		systemctl disable --now haproxy.service >/dev/null 2>&1 || true
 	fi
 }
 
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 
-# the directory with the kubernetes binaries (kubernetes.sh caches them)
-k8s_bin() {
-	local d
-	d=$("$HERE/kubernetes.sh" build) || die "tests/bed/kubernetes.sh build failed"
-	[[ -x $d/kube-apiserver ]] || die "kubernetes.sh build printed '$d', which has no kube-apiserver"
-	echo "$d"
+# the Kubernetes versions LIST names, newest last
+versions_of() {
+	local all
+	all=$("$HERE/kubernetes.sh" versions) || die "tests/bed/kubernetes.sh versions failed"
+	case $1 in
+	all) echo "$all" ;;
+	newest) tail -n 1 <<<"$all" ;;
+	*)
+		local v
+		for v in ${1//,/ }; do
+			grep -qx -- "$v" <<<"$all" || die "Kubernetes $v is not in tests/bed/versions.tsv (it has: $(tr '\n' ' ' <<<"$all"))"
+			echo "$v"
+		done
+		;;
+	esac
 }
 
-# recipe NAME -> sets R_SRC (input files, first is the main binary),
-# R_ARGS (image.sh build options), R_VERSION_CMD (how to ask the tag)
+# the images of the versions asked, one "NAME TAG" per line, each once:
+# the kube-* of each version, the etcd each pairs with, haproxy
+entries() {
+	local v etcd vs name
+	vs=$(versions_of "$VERSIONS") || exit 1
+	for v in $vs; do
+		for name in "${KUBE[@]}"; do echo "$name v$v"; done
+	done
+	for v in $vs; do
+		read -r etcd _ < <("$HERE/kubernetes.sh" pairing "$v")
+		echo "etcd $etcd-0"
+	done | sort -u
+	echo "haproxy $(haproxy_tag)"
+}
+
+# major.minor, like the upstream image's moving tag (2.6)
+haproxy_tag() {
+	local v
+	v=$(/usr/sbin/haproxy -v 2>&1 | awk '/^HAProxy version/ {split($3, a, "."); print a[1] "." a[2]; exit}')
+	[[ $v =~ ^[0-9]+\.[0-9]+$ ]] || die "haproxy -v gave '$v', not X.Y"
+	echo "$v"
+}
+
+# recipe NAME TAG -> builds the binaries it needs (cached by kubernetes.sh)
+# and sets R_SRC (input files, first is the main binary), R_ARGS (image.sh
+# build options); checks the binary says the version of the tag
 recipe() {
-	local name=$1
+	local name=$1 tag=$2 dir got
 	R_SRC=() R_ARGS=()
 	case $name in
-	kube-apiserver | kube-controller-manager | kube-scheduler)
-		R_SRC=("$K8S_BIN/$name")
-		R_ARGS=(--add "$K8S_BIN/$name:/usr/local/bin/$name")
+	kube-*)
+		dir=$("$HERE/kubernetes.sh" build --version "${tag#v}") || die "tests/bed/kubernetes.sh build --version ${tag#v} failed"
+		R_SRC=("$dir/$name")
+		R_ARGS=(--add "$dir/$name:/usr/local/bin/$name")
+		got=$("$dir/$name" --version 2>&1 | awk '{print $2}')
+		[[ $got == "$tag" ]] || die "$dir/$name --version says '$got', not $tag"
 		;;
 	etcd)
-		R_SRC=(/usr/bin/etcd /usr/bin/etcdctl)
-		R_ARGS=(--add /usr/bin/etcd:/usr/local/bin/etcd --add /usr/bin/etcdctl:/usr/local/bin/etcdctl --with-libs)
+		dir=$("$HERE/kubernetes.sh" etcd --version "${tag%-0}") || die "tests/bed/kubernetes.sh etcd --version ${tag%-0} failed"
+		R_SRC=("$dir/etcd")
+		R_ARGS=(--add "$dir/etcd:/usr/local/bin/etcd")
+		got=$("$dir/etcd" --version 2>&1 | awk '/^etcd Version:/ {print $3}')
+		[[ $got == "${tag%-0}" ]] || die "$dir/etcd --version says '$got', not ${tag%-0}"
 		;;
 	haproxy)
 		# libgcc_s.so.1 (which glibc dlopens for pthread_cancel/pthread_exit
@@ -98,40 +135,14 @@ recipe() {
 	esac
 }
 
-# the tag of image NAME, asked from its binary
-tag_of() {
-	local name=$1 v
-	case $name in
-	kube-*)
-		v=$("$K8S_BIN/$name" --version 2>&1 | awk '{print $2}')
-		[[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "$name --version gave '$v', not vX.Y.Z"
-		;;
-	etcd)
-		v=v$(/usr/bin/etcd --version 2>&1 | awk '/^etcd Version:/ {print $3}')
-		[[ $v =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "etcd --version gave '$v', not X.Y.Z"
-		;;
-	haproxy)
-		# major.minor, like the upstream image's moving tag (2.6)
-		v=$(/usr/sbin/haproxy -v 2>&1 | awk '/^HAProxy version/ {split($3, a, "."); print a[1] "." a[2]; exit}')
-		[[ $v =~ ^[0-9]+\.[0-9]+$ ]] || die "haproxy -v gave '$v', not X.Y"
-		;;
-	esac
-	echo "$v"
-}
-
-# cache key of image NAME: the recipe, image.sh, and path/size/mtime of
-# every input file (binaries, busybox, the libraries ldd lists) plus the
-# Debian package versions -- cheap to compute, changes on any upgrade
+# cache key of an image (after recipe): the recipe, image.sh, and
+# path/size/mtime of every input file (binaries, busybox, the libraries ldd
+# lists) plus the Debian package version -- cheap, changes on any rebuild
 input_key() {
-	local name=$1 f
-	recipe "$name"
-	echo "recipe $RECIPE_VERSION $REPO/$name ${R_ARGS[*]}"
+	local name=$1 tag=$2 f
+	echo "recipe $RECIPE_VERSION $REPO/$name:$tag ${R_ARGS[*]}"
 	echo "image.sh $(sha256sum "$HERE/image.sh" | cut -d' ' -f1)"
-	case $name in
-	kube-*) echo "kubernetes $(basename "$(dirname "$K8S_BIN")")" ;;
-	etcd) echo "etcd-server $(pkg_version etcd-server) etcd-client $(pkg_version etcd-client)" ;;
-	haproxy) echo "haproxy $(pkg_version haproxy)" ;;
-	esac
+	[[ $name != haproxy ]] || echo "haproxy $(pkg_version haproxy)"
 	{
 		printf '%s\n' "$BUSYBOX" "${R_SRC[@]}"
 		if [[ ${R_ARGS[*]} == *--with-libs* ]]; then
@@ -149,6 +160,7 @@ parse_repo() { # sets REPO and ARGS (the rest)
 	while [[ $# -gt 0 ]]; do
 		case $1 in
 		--repo) [[ $# -ge 2 ]] || die "--repo needs a value"; REPO=${2%/}; shift 2 ;;
+		--versions) [[ $# -ge 2 ]] || die "--versions needs a value (1.37.2,1.36.3, all or newest)"; VERSIONS=$2; shift 2 ;;
 		*) ARGS+=("$1"); shift ;;
 		esac
 	done
@@ -160,52 +172,47 @@ dir_of() { echo "$CACHE/$REPO"; }
 
 # build (or find in the cache) every image; prints the tarball paths
 cmd_build() {
-	[[ $# -eq 0 ]] || die "build takes only --repo"
+	[[ $# -eq 0 ]] || die "build takes only --repo and --versions"
 	[[ $(id -u) == 0 ]] || die "run as root (installs packages, writes $CACHE)"
 	ensure_packages
-	K8S_BIN=$(k8s_bin)
-	local dir name key tag out t0
+	local dir name tag key out t0 list
 	dir=$(dir_of)
 	mkdir -p "$dir"
+	list=$(entries)
 	exec 9>"$CACHE/.lock"
 	flock 9
-	for name in "${IMAGES[@]}"; do
-		key=$(input_key "$name")
-		out=$dir/$name.tar
-		if [[ -f $out && -f $dir/$name.ref && -f $dir/$name.digest ]] &&
-			[[ $key == "$(cat "$dir/$name.key" 2>/dev/null)" ]]; then
+	while read -r name tag <&3; do
+		recipe "$name" "$tag"
+		key=$(input_key "$name" "$tag")
+		out=$dir/$name-$tag.tar
+		if [[ -f $out && -f $dir/$name-$tag.digest ]] &&
+			[[ $key == "$(cat "$dir/$name-$tag.key" 2>/dev/null)" ]]; then
 			echo "$out"
 			continue
 		fi
-		recipe "$name"
-		tag=$(tag_of "$name")
 		t0=$(date +%s.%N)
-		rm -f "$dir/$name".{key,ref,digest}
-		local digest log=$dir/.$name.log
+		rm -f "$dir/$name-$tag".{key,digest}
+		local digest log=$dir/.$name-$tag.log
 		digest=$("$HERE/image.sh" build "$REPO/$name:$tag" "$out" "${R_ARGS[@]}" 2>"$log") || {
 			cat "$log" >&2
 			die "image.sh build of $REPO/$name:$tag failed (see above)"
 		}
 		rm -f "$log"
-		echo "$REPO/$name:$tag" >"$dir/$name.ref"
-		echo "$digest" >"$dir/$name.digest"
+		echo "$digest" >"$dir/$name-$tag.digest"
 		# the key last: it marks the entry complete
-		printf '%s\n' "$key" >"$dir/$name.key"
+		printf '%s\n' "$key" >"$dir/$name-$tag.key"
 		note "$(printf 'built %s:%s in %.1fs (%d MiB)' "$REPO/$name" "$tag" \
 			"$(since "$t0")" $(($(stat -c %s "$out") / 1048576)))"
 		echo "$out"
-	done
+	done 3<<<"$list"
 }
 
-# image names from the cache (after build)
+# image names of the versions asked
 cmd_names() {
-	[[ $# -eq 0 ]] || die "names takes only --repo"
-	local dir name
-	dir=$(dir_of)
-	for name in "${IMAGES[@]}"; do
-		[[ -f $dir/$name.ref ]] || die "no $name image in $dir; run '$PROG build --repo $REPO' first"
-		cat "$dir/$name.ref"
-	done
+	[[ $# -eq 0 ]] || die "names takes only --repo and --versions"
+	local name tag list
+	list=$(entries)
+	while read -r name tag; do echo "$REPO/$name:$tag"; done <<<"$list"
 }
 
 # import every image into each target, skipping the images a target
@@ -220,31 +227,31 @@ cmd_import() {
 		esac
 	done
 	((${#targets[@]})) || die "import needs at least one SOCKET or INSTANCE"
-	local dir
+	local dir list name tag
 	dir=$(dir_of)
-	local name
-	for name in "${IMAGES[@]}"; do
-		[[ -f $dir/$name.key ]] || die "no $name image in $dir; run '$PROG build --repo $REPO' first"
-	done
+	list=$(entries)
+	while read -r name tag <&3; do
+		[[ -f $dir/$name-$tag.key ]] || die "no $REPO/$name:$tag image in $dir; run '$PROG build --repo $REPO --versions $VERSIONS' first"
+	done 3<<<"$list"
 	local target sock ref digest have t0
 	for target in "${targets[@]}"; do
 		if [[ $target == */* ]]; then sock=$target; else sock=$BED_DIR/$target/containerd.sock; fi
 		[[ -S $sock ]] || die "no containerd socket at $sock"
-		for name in "${IMAGES[@]}"; do
-			ref=$(cat "$dir/$name.ref")
-			digest=$(cat "$dir/$name.digest")
+		while read -r name tag <&3; do
+			ref=$REPO/$name:$tag
+			digest=$(cat "$dir/$name-$tag.digest")
 			if ((!force)); then
 				have=$(ctr --address "$sock" -n k8s.io images ls "name==$ref" 2>/dev/null | awk 'NR > 1 {print $3}')
 				[[ $have != "$digest" ]] || continue
 			fi
 			t0=$(date +%s.%N)
 			local out
-			out=$("$HERE/image.sh" import "$dir/$name.tar" "$target" 2>&1) || {
+			out=$("$HERE/image.sh" import "$dir/$name-$tag.tar" "$target" 2>&1) || {
 				printf '%s\n' "$out" >&2
 				die "import of $ref into $target failed (see above)"
 			}
 			note "$(printf 'imported %s into %s in %.1fs' "$ref" "$target" "$(since "$t0")")"
-		done
+		done 3<<<"$list"
 	done
 }
 

@@ -17,9 +17,13 @@ COORD_PORT=${OI_COORDINATOR_PORT:-7443}
 API_PORT=${OI_API_PORT:-7444}
 METRICS=127.0.0.1:${OI_METRICS_PORT:-9441}
 PRIVATE=${OI_BED_PRIVATE:-2}
-# A cluster to create (empty: none) and its Kubernetes version.
+# A cluster to create (empty: none) and its Kubernetes version (empty: the
+# coordinator's default, the newest of the matrix).
 CLUSTER=${OI_BED_CLUSTER-demo}
-CLUSTER_VERSION=${OI_BED_CLUSTER_VERSION:-1.20.2}
+CLUSTER_VERSION=${OI_BED_CLUSTER_VERSION:-}
+# The Kubernetes versions whose images the hypervisors get (k8s-images.sh
+# --versions: a comma-separated list, "all" or "newest").
+VERSIONS=${OI_BED_VERSIONS:-newest}
 NETNS_PREFIX=${OI_BED_NETNS_PREFIX:-oi-}
 export OI_BED_BRIDGE_ADDR=${OI_BED_BRIDGE_ADDR:-$COORD_ADDR/24} OI_BED_NETNS_PREFIX=$NETNS_PREFIX
 # control-plane images (k8s-images.sh), side-loaded into every hypervisor
@@ -57,12 +61,12 @@ for hv in "${HYPERVISORS[@]}"; do
 done
 
 echo "==> control-plane images ($IMAGE_REPO): build (cached) and import"
-"$HERE/k8s-images.sh" build --repo "$IMAGE_REPO" >/dev/null
+"$HERE/k8s-images.sh" build --repo "$IMAGE_REPO" --versions "$VERSIONS" >/dev/null
 # one import per hypervisor in parallel; each skips what it already holds
 pids=()
 for hv in "${HYPERVISORS[@]}"; do
   read -r name _ <<<"$hv"
-  "$HERE/k8s-images.sh" import --repo "$IMAGE_REPO" "$name" 2>"$BED_DIR/$name/images.log" &
+  "$HERE/k8s-images.sh" import --repo "$IMAGE_REPO" --versions "$VERSIONS" "$name" 2>"$BED_DIR/$name/images.log" &
   pids+=($!)
 done
 for i in "${!pids[@]}"; do
@@ -148,8 +152,8 @@ done
 cluster_line=""
 if [ -n "$CLUSTER" ]; then
   if ! $OI cluster get "$CLUSTER" >/dev/null 2>&1; then
-    echo "==> creating cluster $CLUSTER (Kubernetes $CLUSTER_VERSION)"
-    $OI cluster create "$CLUSTER" --kubernetes-version "$CLUSTER_VERSION" --wait --timeout 5m
+    echo "==> creating cluster $CLUSTER (Kubernetes ${CLUSTER_VERSION:-$($OI version --kubernetes | awk '$2 == "(default)" {print $1}')})"
+    $OI cluster create "$CLUSTER" ${CLUSTER_VERSION:+--kubernetes-version "$CLUSTER_VERSION"} --wait --timeout 5m
   fi
   $OI cluster kubeconfig "$CLUSTER" -f "$BED_DIR/$CLUSTER.kubeconfig"
   cluster_line="  cluster      $CLUSTER: kubectl --kubeconfig $BED_DIR/$CLUSTER.kubeconfig get ns"
@@ -161,7 +165,7 @@ oneinfra is up:
   coordinator  udp $COORD_ADDR:$COORD_PORT, state in $COORD_DIR/data, log $COORD_DIR/log
   admin API    tcp $COORD_ADDR:$API_PORT; credentials in $COORD_DIR/data/admin.conf
   metrics      curl http://$METRICS/metrics
-  images       $("$HERE/k8s-images.sh" names --repo "$IMAGE_REPO" | tr '\n' ' ')
+  images       $("$HERE/k8s-images.sh" names --repo "$IMAGE_REPO" --versions "$VERSIONS" | tr '\n' ' ')
   hypervisors  $(for hv in "${HYPERVISORS[@]}"; do read -r n r a <<<"$hv"; printf '%s (%s, %s)  ' "$n" "$r" "$a"; done)
   agent logs   $BED_DIR/agents/*/log (config and key: agents/*/etc, joined with oi hypervisor join)
   oi           export OI_CONFIG=$COORD_DIR/data/admin.conf; $BIN/oi cluster list

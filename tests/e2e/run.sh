@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end on the real stack: a coordinator, three private hypervisors and
 # one public hypervisor (each an oi-agent with its own containerd in its own
-# network namespace), the control-plane images built from Debian's sources
-# and side-loaded, and real clusters driven through the `oi` CLI and kubectl.
+# network namespace), the control-plane images of every Kubernetes version
+# of the matrix built from Go modules and side-loaded, and real clusters of
+# those versions, side by side, driven through the `oi` CLI and kubectl.
 #
 # It uses its own bed (directory, bridge, subnet, ports), so it can run next
 # to a developer's `tests/bed/up.sh`. Tears everything down, also on failure
@@ -14,8 +15,13 @@ ROOT=$(cd "$HERE/../.." && pwd)
 
 export OI_BED_DIR=/tmp/oi-bed-e2e OI_BED_SUBNET=10.214.0 OI_BED_BRIDGE=oibr-e2e \
   OI_BED_NETNS_PREFIX=oie- OI_COORDINATOR_PORT=7543 OI_API_PORT=7544 OI_METRICS_PORT=9541 \
-  OI_BED_PRIVATE=3 OI_BED_CLUSTER=""
+  OI_BED_PRIVATE=3 OI_BED_CLUSTER="" OI_BED_VERSIONS=all
 BED="$ROOT/tests/bed"
+# The matrix, oldest first: gamma runs the oldest, beta the middle one,
+# alpha (created without --kubernetes-version) the default, the newest.
+mapfile -t VERSIONS < <(bash "$BED/kubernetes.sh" versions)
+[ "${#VERSIONS[@]}" -ge 3 ] || { echo "e2e: the matrix has ${#VERSIONS[@]} versions, want 3 or more" >&2; exit 1; }
+OLDEST=${VERSIONS[0]} MIDDLE=${VERSIONS[${#VERSIONS[@]} - 2]} NEWEST=${VERSIONS[${#VERSIONS[@]} - 1]}
 # shellcheck source=../bed/alive.sh
 . "$BED/alive.sh"
 OI="$ROOT/target/debug/oi"
@@ -105,15 +111,18 @@ kill_coordinator() {
   fail "the coordinator (pid $pid) did not exit within 15 s of kill -9"
 }
 
-step "bring up the bed (images, coordinator, 3 private + 1 public hypervisors)"
+step "bring up the bed (images of ${VERSIONS[*]}, coordinator, 3 private + 1 public hypervisors)"
 bash "$BED/down.sh" >/dev/null 2>&1 || true
 bash "$BED/up.sh"
 
-step "a 3-replica cluster becomes ready and answers kubectl through the public ingress"
+step "a 3-replica cluster of the default version becomes ready and answers kubectl through the public ingress"
 start=$SECONDS
-"$OI" cluster create alpha --kubernetes-version 1.20.2 --replicas 3 --wait --timeout 5m >"$WORK/alpha.create" ||
+"$OI" cluster create alpha --replicas 3 --wait --timeout 5m >"$WORK/alpha.create" ||
   { cat "$WORK/alpha.create"; fail "alpha did not become ready"; }
 ok "alpha ready in $((SECONDS - start)) s"
+"$OI" cluster get alpha -o json | grep -q "\"kubernetesVersion\": \"$NEWEST\"" ||
+  fail "alpha, created without --kubernetes-version, does not run the default $NEWEST"
+ok "created without --kubernetes-version, alpha runs the default, $NEWEST"
 "$OI" cluster kubeconfig alpha -f "$WORK/alpha.kc"
 [ "$(stat -c %a "$WORK/alpha.kc")" = 600 ] || fail "kubeconfig file mode is $(stat -c %a "$WORK/alpha.kc"), want 600"
 endpoint=$("$OI" cluster get alpha -o json | sed -n 's/.*"endpoint": "\(.*\)".*/\1/p')
@@ -133,11 +142,11 @@ hvs=$("$OI" component list --cluster alpha -o json | grep -A2 '"id": "alpha/etcd
 [ "$hvs" = 3 ] || fail "etcd members on $hvs hypervisors, want 3 (spread)"
 ok "3 replicas spread over 3 private hypervisors"
 
-step "two clusters created at once both become ready, and are isolated"
+step "two clusters of two other versions created at once both become ready, and are isolated"
 start=$SECONDS
-"$OI" cluster create beta --kubernetes-version 1.20.2 --wait --timeout 5m >"$WORK/beta.create" 2>&1 &
+"$OI" cluster create beta --kubernetes-version "$MIDDLE" --wait --timeout 5m >"$WORK/beta.create" 2>&1 &
 b=$!
-"$OI" cluster create gamma --kubernetes-version 1.20.2 --wait --timeout 5m >"$WORK/gamma.create" 2>&1 &
+"$OI" cluster create gamma --kubernetes-version "$OLDEST" --wait --timeout 5m >"$WORK/gamma.create" 2>&1 &
 g=$!
 wait $b || { cat "$WORK/beta.create"; fail "beta did not become ready"; }
 wait $g || { cat "$WORK/gamma.create"; fail "gamma did not become ready"; }
@@ -161,6 +170,22 @@ grep -qi "unauthorized\|must be logged in" "$WORK/iso2" || { cat "$WORK/iso2"; f
 ok "beta's admin kubeconfig is refused by gamma (server CA and client certificate)"
 kubectl --kubeconfig "$WORK/beta.kc" get ns -o name | grep -q namespace/x && fail "namespace x leaked into beta"
 ok "namespace x exists only in alpha"
+
+step "three versions side by side on the same hypervisors: each cluster's API server is its own version"
+server_version() { # KUBECONFIG: the server's gitVersion, as kubectl reports it
+  kubectl --kubeconfig "$1" version -o json 2>/dev/null >"$WORK/version.json" || true
+  sed -n '/"serverVersion"/,/}/s/.*"gitVersion": "\(.*\)".*/\1/p' "$WORK/version.json"
+}
+for pair in "alpha $NEWEST" "beta $MIDDLE" "gamma $OLDEST"; do
+  read -r c v <<<"$pair"
+  got=$(server_version "$WORK/$c.kc")
+  [ "$got" = "v$v" ] || fail "kubectl version against $c reports server $got, want v$v"
+  ok "$c: kubectl version reports server v$v"
+done
+hosts_of() { "$OI" component list --cluster "$1" -o json | sed -n 's/.*"hypervisor": "\(hv-private-.*\)".*/\1/p' | sort -u; }
+shared=$(comm -12 <(hosts_of alpha) <(comm -12 <(hosts_of beta) <(hosts_of gamma)))
+[ -n "$shared" ] || fail "no private hypervisor runs replicas of all three clusters"
+ok "$(echo "$shared" | wc -l) private hypervisor(s) run replicas of all three versions at once"
 
 step "scale beta 1 -> 3 -> 1: etcd members join and leave one at a time, nothing of replica 0 restarts"
 kubectl --kubeconfig "$WORK/beta.kc" create namespace kept >/dev/null
@@ -188,7 +213,7 @@ backends() { # server lines in beta's haproxy config
 }
 ingress_before=$(beta_ingress)
 zero_before=$(beta0)
-printf 'name: beta\nkubernetesVersion: 1.20.2\nreplicas: 3\n' >"$WORK/beta.yaml"
+printf 'name: beta\nkubernetesVersion: %s\nreplicas: 3\n' "$MIDDLE" >"$WORK/beta.yaml"
 "$OI" apply -f "$WORK/beta.yaml" | grep -qx "cluster/beta updated" || fail "oi apply did not update beta"
 start=$SECONDS
 retry 240 beta_running 13 || { "$OI" component list --cluster beta >&2; fail "beta did not reach 3 ready replicas"; }
@@ -353,7 +378,7 @@ gamma_step_failed() { "$OI" cluster get gamma >"$WORK/gamma.get" 2>&1 && grep -q
 # time-box, then retries with backoff) while delta is created and deleted.
 retry 90 gamma_step_failed || { kill -CONT "$gamma_etcd"; cat "$WORK/gamma.get" >&2; fail "gamma does not say its membership step failed"; }
 start=$SECONDS
-"$OI" cluster create delta --kubernetes-version 1.20.2 --wait --timeout 4m >"$WORK/delta.create" 2>&1 ||
+"$OI" cluster create delta --kubernetes-version "$NEWEST" --wait --timeout 4m >"$WORK/delta.create" 2>&1 ||
   { kill -CONT "$gamma_etcd"; cat "$WORK/delta.create"; fail "delta was not created while gamma's etcd hung"; }
 took=$((SECONDS - start))
 "$OI" cluster delete delta --wait --timeout 2m >/dev/null || { kill -CONT "$gamma_etcd"; fail "delete delta while gamma's etcd hung"; }
@@ -372,15 +397,17 @@ ports_of() { # listening TCP ports in the bed's port range, per hypervisor
     nsenter --net="/run/netns/oie-$hv" ss -ltnH | awk -v hv="$hv" '{n = split($4, a, ":"); p = a[n]} p >= 30000 && p <= 30999 {print hv, p}'
   done | sort -u
 }
-# recreate NAME REPLICAS NS: delete NAME and at once create it again; the
+# recreate NAME VERSION REPLICAS NS: delete NAME and at once create it again; the
 # new cluster must be fresh (an empty etcd): namespace NS of the old one
 # must not exist, and the old one's etcd data is kept aside, not reused.
 recreate() {
+  local version=$2
+  set -- "$1" "${@:3}" # NAME REPLICAS NS
   "$OI" cluster delete "$1" --wait --timeout 2m >"$WORK/$1.delete" || { cat "$WORK/$1.delete" >&2; fail "delete $1 --wait"; }
   # --wait returns once every agent reports the pieces removed: none is left.
   no_containers_of "^$1/" || { our_containers >&2; fail "delete $1 --wait returned while containers of $1 were left"; }
-  "$OI" cluster create "$1" --kubernetes-version 1.20.2 --replicas "$2" --wait --timeout 5m \
-    >"$WORK/$1.recreate" 2>&1 || { cat "$WORK/$1.recreate" >&2; fail "recreate $1 with $2 replica(s)"; }
+  "$OI" cluster create "$1" --kubernetes-version "$version" --replicas "$2" --wait --timeout 5m \
+    >"$WORK/$1.recreate" 2>&1 || { cat "$WORK/$1.recreate" >&2; fail "recreate $1 ($version) with $2 replica(s)"; }
   "$OI" cluster kubeconfig "$1" -f "$WORK/$1.kc" >/dev/null
   retry 60 readyz "$WORK/$1.kc" || fail "recreated $1 does not answer"
   if kubectl --kubeconfig "$WORK/$1.kc" get ns "$3" >/dev/null 2>&1; then
@@ -392,7 +419,7 @@ recreate() {
     fail "the deleted $1's etcd data is not kept aside in retired/"
   ok "$1 deleted and at once created again with $2 replica(s): a fresh, empty cluster; the old data kept aside"
 }
-recreate alpha 3 x
+recreate alpha "$NEWEST" 3 x
 "$OI" cluster delete alpha
 if "$OI" cluster get alpha >/dev/null 2>&1; then fail "alpha still exists"; fi
 rc=0; "$OI" cluster get alpha >/dev/null 2>&1 || rc=$?
@@ -426,7 +453,7 @@ kubectl --kubeconfig "$WORK/beta.kc" get ns kept >/dev/null || fail "beta lost i
 ok "beta serves its data from the new hypervisor"
 retry 60 no_containers_on "$from" '^beta/' || fail "containers of beta are left on $from"
 for c in beta gamma; do retry 60 readyz "$WORK/$c.kc" || fail "$c /readyz after the removal"; done
-recreate beta 1 kept
+recreate beta "$MIDDLE" 1 kept
 
 "$OI" cluster delete beta
 "$OI" cluster delete gamma

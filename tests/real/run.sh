@@ -2,8 +2,9 @@
 # Real-stack tier. Installs what it needs, and tears down what it starts
 # (also on failure):
 #   1. the agent against a real containerd (tests/tests/real_containerd.rs);
-#   2. rendered control planes run as host processes from the Kubernetes
-#      binaries built from Debian's source (tests/tests/render_host.rs);
+#   2. rendered control planes of every version in the matrix run as host
+#      processes from binaries built from Go modules
+#      (tests/tests/render_host.rs);
 #   3. end to end: coordinator, hypervisors with their own containerd in
 #      their own network namespaces, clusters via `oi` and kubectl
 #      (tests/e2e/run.sh).
@@ -37,9 +38,14 @@ for part in $parts; do
     )
     ;;
   render)
-    echo "==> real: rendered control planes as host processes (Kubernetes from Debian's source)"
-    OI_K8S_BIN=$("$BED/kubernetes.sh" build)
-    export OI_K8S_BIN
+    echo "==> real: rendered control planes as host processes (every version of the matrix)"
+    # Each version's control-plane binaries and its etcd, built from Go
+    # modules and cached by version (tests/bed/kubernetes.sh).
+    for v in $("$BED/kubernetes.sh" versions); do
+      "$BED/kubernetes.sh" build --version "$v" >/dev/null
+      read -r etcd _ < <("$BED/kubernetes.sh" pairing "$v")
+      "$BED/kubernetes.sh" etcd --version "$etcd" >/dev/null
+    done
     cargo test -p oi-tests --test render_host -- --ignored --test-threads=1
     ;;
   e2e)
