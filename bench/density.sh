@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Control-plane density with the real components: single-replica clusters
-# (Kubernetes 1.20.2 built from Debian's source, etcd and haproxy from
-# Debian) on ONE private hypervisor of the test bed, created through `oi`.
+# (Kubernetes and etcd built from Go modules by tests/bed/kubernetes.sh,
+# haproxy from Debian) on ONE private hypervisor of the test bed, created
+# through `oi`.
 #
-#   bash bench/density.sh [--profile default|dense] [--sequential N] [--parallel M]
+#   bash bench/density.sh [--profile default|dense] [--kubernetes-version V]
+#                         [--sequential N] [--parallel M]
 #                         [--settle SECONDS] [--idle SECONDS]
+#
+# --kubernetes-version: default, the coordinator's default version.
 #
 # Prints, per profile:
 #   * create-to-ready (`oi cluster create --wait`, i.e. until /readyz answers
@@ -21,15 +25,16 @@
 # (directory, bridge, subnet, ports) and removes it at the end.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PROFILE=default SEQ=10 PAR=10 IDLE=60 SETTLE=60
+PROFILE=default SEQ=10 PAR=10 IDLE=60 SETTLE=60 VERSION=
 while [ $# -gt 0 ]; do
   case $1 in
   --profile) PROFILE=$2; shift 2 ;;
+  --kubernetes-version) VERSION=$2; shift 2 ;;
   --sequential) SEQ=$2; shift 2 ;;
   --parallel) PAR=$2; shift 2 ;;
   --idle) IDLE=$2; shift 2 ;;
   --settle) SETTLE=$2; shift 2 ;;
-  *) echo "usage: $0 [--profile default|dense] [--sequential N] [--parallel M] [--settle SECONDS] [--idle SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--profile default|dense] [--kubernetes-version V] [--sequential N] [--parallel M] [--settle SECONDS] [--idle SECONDS]" >&2; exit 2 ;;
   esac
 done
 [ "$(id -u)" = 0 ] || { echo "density: needs root (containerd, network namespaces)" >&2; exit 1; }
@@ -38,6 +43,12 @@ export OI_BED_DIR=/tmp/oi-bed-density OI_BED_SUBNET=10.215.0 OI_BED_BRIDGE=oibr-
   OI_BED_NETNS_PREFIX=oid- OI_COORDINATOR_PORT=7643 OI_API_PORT=7644 OI_METRICS_PORT=9641 \
   OI_BED_PRIVATE=1 OI_BED_CLUSTER="" OI_COORD_PROFILE=$PROFILE OI_AGENT_CPU_MILLIS=64000 \
   OI_PROFILE=release
+if [ -z "$VERSION" ]; then
+  (cd "$ROOT" && cargo build --quiet --release -p oi-cli --bin oi)
+  VERSION=$("$ROOT/target/release/oi" version --kubernetes | awk '$2 == "(default)" {print $1}')
+  [ -n "$VERSION" ] || { echo "density: no default Kubernetes version in 'oi version --kubernetes'" >&2; exit 1; }
+fi
+export OI_BED_VERSIONS=$VERSION
 # `oi --wait` looks every 100 ms, so the figures are not rounded up to its
 # default 500 ms poll.
 export OI_POLL_INTERVAL_MS=100
@@ -60,7 +71,7 @@ bash "$ROOT/tests/bed/up.sh" >"$WORK/up.log" 2>&1 || { tail -20 "$WORK/up.log"; 
 create() { # create NAME: seconds until ready
   local t0 t1
   t0=$(date +%s.%N)
-  "$OI" cluster create "$1" --kubernetes-version 1.20.2 --wait --timeout 10m >"$WORK/$1.log" 2>&1 ||
+  "$OI" cluster create "$1" --kubernetes-version "$VERSION" --wait --timeout 10m >"$WORK/$1.log" 2>&1 ||
     { echo "density: $1 did not become ready" >&2; tail -5 "$WORK/$1.log" >&2; return 1; }
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
@@ -115,7 +126,7 @@ pss_p99=$(awk '{print $2}' "$WORK/per-cluster" | pct 99)
 host_avail=$(awk '/^MemAvailable:/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
 cat <<TXT
 
-density, profile $PROFILE, Kubernetes 1.20.2, one private hypervisor ($(nproc) cores, $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo))
+density, profile $PROFILE, Kubernetes $VERSION, one private hypervisor ($(nproc) cores, $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo))
   control planes measured        $n
   create-to-ready, sequential    p50 $(pct 50 <"$WORK/seq.times") s   p99 $(pct 99 <"$WORK/seq.times") s   (n=$SEQ)
   create-to-ready, $PAR at once    p50 $(pct 50 <"$WORK/par.times") s   p99 $(pct 99 <"$WORK/par.times") s

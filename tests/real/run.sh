@@ -2,10 +2,12 @@
 # Real-stack tier. Installs what it needs, and tears down what it starts
 # (also on failure):
 #   1. the agent against a real containerd (tests/tests/real_containerd.rs);
-#   2. rendered control planes of every version in the matrix run as host
+#   2. kubelets of every version of the matrix on this host's cgroups
+#      (tests/bed/kubelet-cgroup.sh);
+#   3. rendered control planes of every version in the matrix run as host
 #      processes from binaries built from Go modules
 #      (tests/tests/render_host.rs);
-#   3. end to end: coordinator, hypervisors with their own containerd in
+#   4. end to end: coordinator, hypervisors with their own containerd in
 #      their own network namespaces, clusters via `oi` and kubectl
 #      (tests/e2e/run.sh).
 # OI_REAL_PARTS selects parts, e.g. OI_REAL_PARTS="containerd e2e".
@@ -13,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "real tier: needs root (containerd)" >&2; exit 1; }
-parts=${OI_REAL_PARTS:-"containerd render e2e"}
+parts=${OI_REAL_PARTS:-"containerd kubelet render e2e"}
 BED="$ROOT/tests/bed"
 bash "$ROOT/tests/setup.sh"
 cd "$ROOT"
@@ -37,6 +39,10 @@ for part in $parts; do
         cargo test -p oi-tests --test real_containerd -- --ignored --test-threads=1
     )
     ;;
+  kubelet)
+    echo "==> real: kubelets of every version on this host's cgroups"
+    bash "$BED/kubelet-cgroup.sh" --versions all
+    ;;
   render)
     echo "==> real: rendered control planes as host processes (every version of the matrix)"
     # Each version's control-plane binaries and its etcd, built from Go
@@ -52,6 +58,6 @@ for part in $parts; do
     echo "==> real: end to end"
     bash "$ROOT/tests/e2e/run.sh"
     ;;
-  *) echo "unknown part $part (use containerd, render, e2e)" >&2; exit 2 ;;
+  *) echo "unknown part $part (use containerd, kubelet, render, e2e)" >&2; exit 2 ;;
   esac
 done

@@ -3,9 +3,10 @@
 //! replica and admin kubeconfigs.
 //!
 //! Every key is ECDSA P-256 (rcgen with ring cannot generate RSA). The
-//! 1.20.2 kube-apiserver accepts a P-256 `--service-account-signing-key-file`
-//! and signs tokens with ES256 (checked with the real binary by
-//! `tests/tests/render_host.rs`, which runs a workload that needs tokens).
+//! kube-apiserver of every served version accepts a P-256
+//! `--service-account-signing-key-file` and signs tokens with ES256 (checked
+//! with the real binaries by `tests/tests/render_host.rs`, which asks for a
+//! token through the TokenRequest API).
 //!
 //! Lifetimes: CAs 10 years, leaves 1 year. Rotation of leaves (and of the
 //! service-account key) comes later; until then a cluster must be re-issued
