@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub cluster_locks: KeyedLocks,
     /// Wakes the cluster work loop.
     pub work_kick: Kick,
+    /// Wakes the node sync (a node token changed).
+    pub nodes_kick: Kick,
     /// Clusters seen ready since this coordinator started (ready → degraded).
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The last failed etcd membership step per cluster (for its Replicas
@@ -120,6 +122,7 @@ pub struct Running {
     api_task: Option<JoinHandle<Result<()>>>,
     work_task: JoinHandle<()>,
     bootstrap_task: JoinHandle<()>,
+    nodes_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -138,6 +141,7 @@ impl Running {
         }
         let _ = tokio::time::timeout(Duration::from_secs(7), self.work_task).await;
         self.bootstrap_task.abort();
+        self.nodes_task.abort();
         if tokio::time::timeout(Duration::from_secs(10), self.link_task)
             .await
             .is_err()
@@ -266,6 +270,7 @@ impl Coordinator {
             next_conn_id: AtomicU64::new(1),
             cluster_locks: KeyedLocks::default(),
             work_kick: Kick::default(),
+            nodes_kick: Kick::default(),
             ever_ready: Default::default(),
             membership_errors: Default::default(),
             removals: Default::default(),
@@ -286,6 +291,11 @@ impl Coordinator {
             shutdown_rx.clone(),
         ));
         let bootstrap_task = tokio::spawn(crate::bootstrap::run(
+            coordinator.clone(),
+            Duration::from_secs(2),
+            shutdown_rx.clone(),
+        ));
+        let nodes_task = tokio::spawn(crate::nodes::run(
             coordinator.clone(),
             Duration::from_secs(2),
             shutdown_rx.clone(),
@@ -317,6 +327,7 @@ impl Coordinator {
             api_task,
             work_task,
             bootstrap_task,
+            nodes_task,
         })
     }
 

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod link;
 pub mod link_pki;
 pub mod metrics;
+pub mod nodes;
 pub mod operations;
 pub mod seal;
 pub mod state;

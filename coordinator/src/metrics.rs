@@ -29,6 +29,8 @@ pub struct Metrics {
     pub join_attempts: Family<ReasonLabel, Counter>,
     pub certificates_renewed: Counter,
     pub membership_step_failures: Family<ReasonLabel, Counter>,
+    pub serving_csrs: Family<ReasonLabel, Counter>,
+    pub node_sync_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -88,9 +90,23 @@ impl Metrics {
             "Managed clusters' etcd membership steps that failed, by step (promote, add, remove, ...)",
             membership_step_failures.clone(),
         );
+        let serving_csrs = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "serving_csrs",
+            "Kubelet serving CSRs of managed clusters decided, by decision (approved, denied)",
+            serving_csrs.clone(),
+        );
+        let node_sync_failures = Counter::default();
+        registry.register(
+            "node_sync_failures",
+            "Node syncs of managed clusters (join tokens, cluster-info, CSRs) that failed",
+            node_sync_failures.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             membership_step_failures,
+            serving_csrs,
+            node_sync_failures,
             join_attempts,
             certificates_renewed,
             connected_agents,
@@ -113,6 +129,14 @@ impl Metrics {
         self.placement_messages
             .get_or_create(&ReasonLabel {
                 reason: kind.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn serving_csr(&self, decision: &str) {
+        self.serving_csrs
+            .get_or_create(&ReasonLabel {
+                reason: decision.to_string(),
             })
             .inc();
     }

@@ -60,6 +60,17 @@ pub trait Operations: Send + Sync + 'static {
     /// Joins a hypervisor: checks the token (and uses it), the name, signs
     /// the CSR. Unauthenticated: the token is the credential.
     async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError>;
+    /// A new node join token (a bootstrap token) of cluster `cluster`.
+    async fn create_node_token(
+        &self,
+        cluster: &str,
+        ttl: Duration,
+        description: &str,
+    ) -> Result<CreatedNodeToken, OpError>;
+    /// Node tokens of one cluster, or of all when `cluster` is None.
+    async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeTokenView>, OpError>;
+    /// Revokes a node token: its Secret leaves the cluster.
+    async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError>;
 }
 
 #[async_trait]
@@ -254,5 +265,22 @@ impl Operations for Coordinator {
 
     async fn join_hypervisor(&self, req: JoinRequest) -> Result<Joined, OpError> {
         Coordinator::join_hypervisor(self, req).await
+    }
+
+    async fn create_node_token(
+        &self,
+        cluster: &str,
+        ttl: Duration,
+        description: &str,
+    ) -> Result<CreatedNodeToken, OpError> {
+        Coordinator::create_node_token(self, cluster, ttl, description).await
+    }
+
+    async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeTokenView>, OpError> {
+        Coordinator::list_node_tokens(self, cluster).await
+    }
+
+    async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError> {
+        Coordinator::revoke_node_token(self, cluster, id).await
     }
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stops what up.sh started: agents, coordinator, containerd instances with
-# every container, network namespaces, and the bed directory.
+# Stops what up.sh started: workers (worker.sh), agents, coordinator,
+# containerd instances with every container, network namespaces, and the
+# bed directory.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=alive.sh
@@ -20,6 +21,8 @@ stop_pid() {
   rm -f "$f"
 }
 
+# workers first: their kubelets, then what kubelets changed on the host
+"$HERE/worker.sh" teardown
 for f in "$BED_DIR"/agents/*/pid; do stop_pid "$f"; done
 stop_pid "$BED_DIR/coordinator/pid"
 "$HERE/containerd.sh" teardown

@@ -193,6 +193,113 @@ for pair in "beta $MIDDLE" "gamma $OLDEST"; do
   ok "$(echo "$shared" | tr '\n' ' ')runs $NEWEST (alpha) and $v ($c) side by side"
 done
 
+step "node tokens: a bootstrap-token Secret and a signed cluster-info in the cluster; revoked, they stop working"
+"$OI" cluster token create alpha --ttl 10s >"$WORK/token.short" 2>&1 &&
+  fail "a 10 s node token was accepted"
+grep -q -- "--ttl 10s is out of range" "$WORK/token.short" || fail "bad --ttl: $(cat "$WORK/token.short")"
+rc=0; "$OI" cluster token create nope >"$WORK/token.nope" 2>&1 || rc=$?
+[ "$rc" = 3 ] || fail "a token for an unknown cluster: exit $rc, want 3"
+ok "a bad --ttl and an unknown cluster are refused"
+"$OI" cluster token create alpha --ttl 1h --description "e2e worker" -o json >"$WORK/token.json"
+token=$(sed -n 's/.*"token": "\([a-z0-9]\{6\}\.[a-z0-9]\{16\}\)".*/\1/p' "$WORK/token.json")
+tid=${token%%.*}
+[ -n "$tid" ] || fail "no token in $(cat "$WORK/token.json")"
+grep -q '"kubeadmJoinCommand": "kubeadm join 10.214.0.14:' "$WORK/token.json" || fail "no kubeadm join line"
+"$OI" cluster token list alpha >"$WORK/tokens"
+grep -q "$tid  active" "$WORK/tokens" || fail "token $tid not listed active: $(cat "$WORK/tokens")"
+ok "token $tid created; both join lines printed"
+token_secret() { [ "$(kubectl --kubeconfig "$WORK/alpha.kc" -n kube-system get secret "bootstrap-token-$tid" -o jsonpath='{.type}' 2>/dev/null)" = bootstrap.kubernetes.io/token ]; }
+retry 20 token_secret || fail "no Secret kube-system/bootstrap-token-$tid in alpha"
+ok "alpha holds kube-system/bootstrap-token-$tid"
+jws() { [ -n "$(kubectl --kubeconfig "$WORK/alpha.kc" -n kube-public get cm cluster-info -o jsonpath="{.data.jws-kubeconfig-$tid}" 2>/dev/null)" ]; }
+retry 60 jws || fail "cluster-info carries no JWS for $tid (bootstrap signer)"
+ok "cluster-info signed for $tid by the controller-manager's bootstrap signer"
+kubectl --kubeconfig "$WORK/alpha.kc" config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$WORK/alpha-ca.crt"
+anon() { curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/alpha-ca.crt" "$endpoint/api/v1/namespaces/$1"; }
+[ "$(anon kube-public/configmaps/cluster-info)" = 200 ] || fail "anonymous read of cluster-info: $(anon kube-public/configmaps/cluster-info)"
+[ "$(anon kube-system/secrets)" = 403 ] || fail "anonymous list of secrets: $(anon kube-system/secrets)"
+ok "anonymous: cluster-info readable (200), secrets not (403)"
+as_token() { KUBECONFIG=/dev/null kubectl --server "$endpoint" --certificate-authority "$WORK/alpha-ca.crt" --token "$token" "$@"; }
+who=$(as_token auth whoami -o jsonpath='{.status.userInfo.username}' 2>&1) || true
+[ "$who" = "system:bootstrap:$tid" ] || fail "the token authenticates as '$who', want system:bootstrap:$tid"
+ok "the token authenticates as system:bootstrap:$tid"
+kubelet_cfg=$(as_token -n kube-system get cm kubelet-config -o jsonpath='{.data.kubelet}' 2>&1) || fail "the token cannot read kubelet-config: $kubelet_cfg"
+case $kubelet_cfg in *'"clusterDNS"'*10.96.0.10*) ;; *) fail "kubelet-config: $kubelet_cfg" ;; esac
+as_token -n kube-system get cm kubeadm-config >/dev/null 2>&1 || fail "the token cannot read kubeadm-config"
+as_token -n kube-system get cm extension-apiserver-authentication >/dev/null 2>&1 && fail "the token reads other config maps"
+ok "the token reads kubelet-config (cluster DNS 10.96.0.10) and kubeadm-config, and no other config map"
+# A bootstrap identity asks for a kubelet serving certificate: denied (only a
+# node's own credential may, for its own addresses).
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$WORK/csr.key" \
+  -subj "/O=system:nodes/CN=system:node:e2e-w" -addext "subjectAltName=IP:10.214.0.99" \
+  -out "$WORK/csr.pem" 2>/dev/null
+cat >"$WORK/csr.yaml" <<CSR
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: e2e-serving-by-bootstrap}
+spec:
+  signerName: kubernetes.io/kubelet-serving
+  usages: [digital signature, server auth]
+  request: $(base64 -w0 "$WORK/csr.pem")
+CSR
+as_token create -f "$WORK/csr.yaml" >/dev/null || fail "the bootstrap identity could not create a CSR"
+denied() { [ "$(kubectl --kubeconfig "$WORK/alpha.kc" get csr e2e-serving-by-bootstrap -o jsonpath='{.status.conditions[0].type}/{.status.conditions[0].reason}' 2>/dev/null)" = Denied/OneinfraNodeServingRefused ]; }
+retry 20 denied || fail "the bootstrap identity's serving CSR was not denied: $(kubectl --kubeconfig "$WORK/alpha.kc" get csr e2e-serving-by-bootstrap -o yaml)"
+ok "a serving CSR from a bootstrap identity is denied, with the reason"
+"$OI" cluster token revoke alpha "$tid" >/dev/null
+"$OI" cluster token list alpha >"$WORK/tokens"
+grep -q "$tid  revoked" "$WORK/tokens" || fail "token $tid not listed revoked: $(cat "$WORK/tokens")"
+no_token_secret() { ! kubectl --kubeconfig "$WORK/alpha.kc" -n kube-system get secret "bootstrap-token-$tid" >/dev/null 2>&1; }
+retry 20 no_token_secret || fail "the revoked token's Secret is still in alpha"
+retry 20 sh -c '! "$@" auth whoami >/dev/null 2>&1' _ env KUBECONFIG=/dev/null kubectl --server "$endpoint" --certificate-authority "$WORK/alpha-ca.crt" --token "$token" ||
+  fail "the revoked token still authenticates"
+ok "revoked: the Secret left alpha and the token no longer authenticates"
+
+step "a worker joins alpha with oi node join: discovery, TLS bootstrap, serving certificate approved"
+kubelet_bin=$(bash "$BED/kubernetes.sh" build --version "$NEWEST" --what kubelet)/kubelet
+bash "$BED/worker.sh" join w1 alpha --addr 10.214.0.31/24
+registered() { kubectl --kubeconfig "$WORK/alpha.kc" get node w1 >/dev/null 2>&1; }
+retry 90 registered || { tail -n 30 "$OI_BED_DIR/workers/w1/kubelet.log" >&2; fail "w1 did not register"; }
+ok "w1 registered (its client CSR was approved by the controller-manager)"
+serving_approved() {
+  kubectl --kubeconfig "$WORK/alpha.kc" get csr -o jsonpath='{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type}{"\n"}{end}' >"$WORK/csrs" 2>/dev/null &&
+    grep -qx "kubernetes.io/kubelet-serving system:node:w1 Approved" "$WORK/csrs"
+}
+retry 60 serving_approved || { cat "$WORK/csrs" >&2; fail "w1's serving CSR was not approved"; }
+ok "w1's kubelet-serving CSR approved by the coordinator"
+kubelet_healthz() { [ "$(kubectl --kubeconfig "$WORK/alpha.kc" get --raw /api/v1/nodes/w1/proxy/healthz 2>/dev/null)" = ok ]; }
+retry 60 kubelet_healthz || fail "the API server cannot reach w1's kubelet: $(kubectl --kubeconfig "$WORK/alpha.kc" get --raw /api/v1/nodes/w1/proxy/healthz 2>&1)"
+ok "the API server reaches w1's kubelet (serving certificate verified, kubelet-client certificate accepted)"
+# Refusals: each with its exit code, nothing written.
+"$OI" cluster token create alpha --ttl 1h -o json >"$WORK/token2.json"
+token2=$(sed -n 's/.*"token": "\([a-z0-9]\{6\}\.[a-z0-9]\{16\}\)".*/\1/p' "$WORK/token2.json")
+hash=$(sed -n 's/.*"caCertHash": "\(.*\)".*/\1/p' "$WORK/token2.json")
+ep=${endpoint#https://}
+w1_sock=$OI_BED_DIR/w1/containerd.sock
+refused() { # WANT_EXIT NEEDLE ARGS...: oi node join refuses with WANT_EXIT and writes nothing
+  local want=$1 needle=$2 rc=0
+  shift 2
+  rm -rf "$WORK/refused"
+  "$OI" node join --endpoint "$ep" --kubelet "$kubelet_bin" --cri-socket "$w1_sock" \
+    --dir "$WORK/refused" --root-dir "$WORK/refused-root" --no-systemd "$@" >"$WORK/refused.out" 2>&1 || rc=$?
+  [ "$rc" = "$want" ] || fail "oi node join $*: exit $rc, want $want: $(cat "$WORK/refused.out")"
+  grep -q -- "$needle" "$WORK/refused.out" || fail "oi node join $*: $(cat "$WORK/refused.out")"
+  [ ! -e "$WORK/refused" ] && [ ! -e "$WORK/refused-root" ] || fail "oi node join $* wrote files"
+}
+refused 9 "does not match --ca-cert-hash" --token "$token2" --ca-cert-hash "sha256:$(printf '0%.0s' $(seq 64))" --name w2
+refused 8 "does not know this join token" --token "zzzzzz.0123456789abcdef" --ca-cert-hash "$hash" --name w2
+refused 4 'has a node named "w1"' --token "$token2" --ca-cert-hash "$hash" --name w1
+"$OI" cluster token revoke alpha "${token2%%.*}" >/dev/null
+revoked_refused() {
+  local rc=0
+  "$OI" node join --endpoint "$ep" --kubelet "$kubelet_bin" --cri-socket "$w1_sock" --dir "$WORK/refused" \
+    --no-systemd --token "$token2" --ca-cert-hash "$hash" --name w2 >/dev/null 2>&1 || rc=$?
+  [ "$rc" = 8 ]
+}
+retry 20 revoked_refused || fail "a revoked token still joins"
+refused 8 "does not know this join token" --token "$token2" --ca-cert-hash "$hash" --name w2
+ok "refused, nothing written: a wrong CA pin (exit 9), an unknown or revoked token (8), a name in use (4)"
+
 step "scale beta 1 -> 3 -> 1: etcd members join and leave one at a time, nothing of replica 0 restarts"
 kubectl --kubeconfig "$WORK/beta.kc" create namespace kept >/dev/null
 beta0() { # tasks of beta's replica 0 (etcd, apiserver, controller-manager, scheduler)

@@ -37,6 +37,7 @@ struct Fake {
     clusters: Mutex<BTreeMap<String, (ClusterView, u32)>>,
     /// Deleted clusters: how many more looks still find a leftover.
     removing: Mutex<BTreeMap<String, u32>>,
+    node_tokens: Mutex<Vec<NodeTokenView>>,
 }
 
 fn component(cluster: &str, id: &str, phase: Phase) -> ComponentView {
@@ -322,6 +323,57 @@ impl Operations for Fake {
         Err(OpError::Unauthenticated(
             "the join token is not valid".into(),
         ))
+    }
+
+    async fn create_node_token(
+        &self,
+        cluster: &str,
+        ttl: Duration,
+        description: &str,
+    ) -> Result<CreatedNodeToken, OpError> {
+        if !self.clusters.lock().unwrap().contains_key(cluster) {
+            return Err(not_found(cluster));
+        }
+        let view = NodeTokenView {
+            cluster: cluster.into(),
+            id: "abcdef".into(),
+            description: description.into(),
+            created_unix_ms: 0,
+            expires_unix_ms: ttl.as_millis() as u64,
+            state: oi_coordinator::tokens::TokenState::Active,
+        };
+        self.node_tokens.lock().unwrap().push(view.clone());
+        Ok(CreatedNodeToken {
+            view,
+            token: "abcdef.0123456789abcdef".into(),
+            endpoint: "192.0.2.10:30000".into(),
+            ca_cert_hash: format!("sha256:{}", "1".repeat(64)),
+        })
+    }
+
+    async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeTokenView>, OpError> {
+        let tokens = self.node_tokens.lock().unwrap();
+        Ok(tokens
+            .iter()
+            .filter(|t| cluster.is_none_or(|c| c == t.cluster))
+            .cloned()
+            .collect())
+    }
+
+    async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError> {
+        let mut tokens = self.node_tokens.lock().unwrap();
+        match tokens
+            .iter_mut()
+            .find(|t| t.cluster == cluster && t.id == id)
+        {
+            Some(t) => {
+                t.state = oi_coordinator::tokens::TokenState::Revoked;
+                Ok(())
+            }
+            None => Err(OpError::NotFound(format!(
+                "cluster {cluster:?} has no node token {id:?}"
+            ))),
+        }
     }
 
     fn kubernetes_versions(&self) -> Vec<VersionInfo> {
@@ -1024,6 +1076,74 @@ async fn hypervisor_lifecycle_and_tokens() {
     api.oi_with(&conf, &["hypervisor", "cordon", "hv-private-1"], "")
         .await
         .fails(8, "not an admin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_print_both_join_lines() {
+    let api = Api::start().await;
+    api.oi(&["cluster", "create", "prod", "--kubernetes-version", VERSION])
+        .await
+        .ok();
+    let ones = "1".repeat(64);
+    let out = api
+        .oi(&[
+            "cluster",
+            "token",
+            "create",
+            "prod",
+            "--ttl",
+            "2h",
+            "--description",
+            "rack 4",
+        ])
+        .await;
+    let text = out.ok();
+    assert!(
+        text.contains(&format!(
+            "oi node join --endpoint 192.0.2.10:30000 --token abcdef.0123456789abcdef --ca-cert-hash sha256:{ones}"
+        )) && text.contains(&format!(
+            "kubeadm join 192.0.2.10:30000 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:{ones}"
+        )) && text.contains("expires 1970-01-01T02:00:00Z"),
+        "{text}"
+    );
+    let j = json(
+        api.oi(&["cluster", "token", "create", "prod", "-o", "json"])
+            .await
+            .ok(),
+    );
+    assert_eq!(j["cluster"], "prod");
+    assert!(j["kubeadmJoinCommand"]
+        .as_str()
+        .unwrap()
+        .starts_with("kubeadm join "));
+    api.oi(&["cluster", "token", "create", "nope"])
+        .await
+        .fails(3, "oi cluster list");
+    let list = api.oi(&["cluster", "token", "list", "prod"]).await;
+    assert!(
+        list.ok().contains("rack 4") && list.stdout.contains("active"),
+        "{}",
+        list.stdout
+    );
+    // The whole token pasted: only its id is sent, and never echoed.
+    let out = api
+        .oi(&[
+            "cluster",
+            "token",
+            "revoke",
+            "prod",
+            "abcdef.0123456789abcdef",
+        ])
+        .await;
+    assert!(out
+        .ok()
+        .contains("node token abcdef of cluster prod revoked"));
+    assert!(!out.stdout.contains("0123456789abcdef") && !out.stderr.contains("0123456789abcdef"));
+    api.oi(&["cluster", "token", "revoke", "prod", "zzzzzz"])
+        .await
+        .fails(3, "no node token");
+    let list = api.oi(&["cluster", "token", "list"]).await;
+    assert!(list.ok().contains("revoked"), "{}", list.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 use crate::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
 use crate::token::TokenState;
 use crate::views::{
-    ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition, CreatedToken,
-    DrainOutcome, HypervisorSummary, JoinTokenView, RemoveOutcome, VersionInfo,
+    ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition,
+    CreatedNodeToken, CreatedToken, DrainOutcome, HypervisorSummary, JoinTokenView, NodeTokenView,
+    RemoveOutcome, VersionInfo,
 };
 use oi_proto::api as pb;
 use oi_proto::model::{Phase, Role};
@@ -349,6 +350,61 @@ impl TryFrom<pb::CreateJoinTokenResponse> for CreatedToken {
     }
 }
 
+// ------------------------------------------------------------ node tokens --
+
+impl From<NodeTokenView> for pb::NodeToken {
+    fn from(t: NodeTokenView) -> Self {
+        pb::NodeToken {
+            cluster: t.cluster,
+            id: t.id,
+            description: t.description,
+            created_unix_ms: t.created_unix_ms,
+            expires_unix_ms: t.expires_unix_ms,
+            state: t.state.as_str().to_string(),
+        }
+    }
+}
+
+impl TryFrom<pb::NodeToken> for NodeTokenView {
+    type Error = ConvertError;
+    fn try_from(t: pb::NodeToken) -> Result<Self, ConvertError> {
+        Ok(NodeTokenView {
+            state: TokenState::parse(&t.state).ok_or_else(|| bad("token state", &t.state))?,
+            cluster: t.cluster,
+            id: t.id,
+            description: t.description,
+            created_unix_ms: t.created_unix_ms,
+            expires_unix_ms: t.expires_unix_ms,
+        })
+    }
+}
+
+impl From<CreatedNodeToken> for pb::CreateNodeTokenResponse {
+    fn from(c: CreatedNodeToken) -> Self {
+        pb::CreateNodeTokenResponse {
+            token: Some(c.view.into()),
+            secret_token: c.token,
+            endpoint: c.endpoint,
+            ca_cert_hash: c.ca_cert_hash,
+        }
+    }
+}
+
+impl TryFrom<pb::CreateNodeTokenResponse> for CreatedNodeToken {
+    type Error = ConvertError;
+    fn try_from(c: pb::CreateNodeTokenResponse) -> Result<Self, ConvertError> {
+        let view = c
+            .token
+            .ok_or_else(|| ConvertError("a created node token without its details".into()))?;
+        Ok(CreatedNodeToken {
+            view: view.try_into()?,
+            token: c.secret_token,
+            endpoint: c.endpoint,
+            ca_cert_hash: c.ca_cert_hash,
+        })
+    }
+}
+
 // ------------------------------------------------------------------- info --
 
 impl From<VersionInfo> for pb::KubernetesVersion {
@@ -463,6 +519,27 @@ mod tests {
         let mut bad_state = pb::JoinToken::from(t);
         bad_state.state = "melted".into();
         assert!(JoinTokenView::try_from(bad_state).is_err());
+        let n = NodeTokenView {
+            cluster: "prod".into(),
+            id: "abcdef".into(),
+            description: "rack 4".into(),
+            created_unix_ms: 1,
+            expires_unix_ms: 2,
+            state: TokenState::Revoked,
+        };
+        let created = CreatedNodeToken {
+            view: n.clone(),
+            token: "abcdef.0123456789abcdef".into(),
+            endpoint: "192.0.2.1:30000".into(),
+            ca_cert_hash: "sha256:00".into(),
+        };
+        assert_eq!(
+            CreatedNodeToken::try_from(pb::CreateNodeTokenResponse::from(created.clone())),
+            Ok(created)
+        );
+        let mut bad_state = pb::NodeToken::from(n);
+        bad_state.state = "melted".into();
+        assert!(NodeTokenView::try_from(bad_state).is_err());
         let removed = RemoveOutcome {
             drained: DrainOutcome {
                 rescheduled: vec!["a".into()],

@@ -258,3 +258,58 @@ pub struct Leftover {
     pub components: Vec<String>,
     pub reason: String,
 }
+
+/// A node join token of a cluster, as listed (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTokenView {
+    pub cluster: String,
+    pub id: String,
+    pub description: String,
+    pub created_unix_ms: u64,
+    pub expires_unix_ms: u64,
+    /// Active, Expired or Revoked (node tokens have no use count).
+    pub state: TokenState,
+}
+
+/// A new node join token with what a joining worker needs. `Debug` hides
+/// the token.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedNodeToken {
+    #[serde(flatten)]
+    pub view: NodeTokenView,
+    /// `<id>.<secret>`, shown once.
+    pub token: String,
+    /// HOST:PORT of the cluster's API (its ingress).
+    pub endpoint: String,
+    /// `sha256:<hex>` of the cluster CA certificate's SubjectPublicKeyInfo.
+    pub ca_cert_hash: String,
+}
+
+impl std::fmt::Debug for CreatedNodeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedNodeToken")
+            .field("view", &self.view)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CreatedNodeToken {
+    /// `oi node join ...`: run as root on the worker.
+    pub fn join_command(&self) -> String {
+        format!(
+            "oi node join --endpoint {} --token {} --ca-cert-hash {}",
+            self.endpoint, self.token, self.ca_cert_hash
+        )
+    }
+
+    /// The same join with a stock kubeadm.
+    pub fn kubeadm_command(&self) -> String {
+        format!(
+            "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",
+            self.endpoint, self.token, self.ca_cert_hash
+        )
+    }
+}

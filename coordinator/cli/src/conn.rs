@@ -5,7 +5,7 @@ use oi_api_types::admin_conf::AdminConfig;
 use oi_proto::api::{
     clusters_client::ClustersClient, components_client::ComponentsClient,
     hypervisors_client::HypervisorsClient, info_client::InfoClient,
-    join_tokens_client::JoinTokensClient,
+    join_tokens_client::JoinTokensClient, node_tokens_client::NodeTokensClient,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,6 +142,9 @@ impl Conn {
     }
     pub fn join_tokens(&self) -> JoinTokensClient<Channel> {
         JoinTokensClient::new(self.channel.clone())
+    }
+    pub fn node_tokens(&self) -> NodeTokensClient<Channel> {
+        NodeTokensClient::new(self.channel.clone())
     }
 }
 

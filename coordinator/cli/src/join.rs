@@ -135,7 +135,7 @@ fn agent_config(t: &AgentToml<'_>) -> CliResult<String> {
 
 /// This machine's name as a hypervisor name: the host name's first label,
 /// lowercased.
-fn default_name() -> CliResult<String> {
+pub(crate) fn default_name() -> CliResult<String> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map_err(|e| CliError::new(Exit::Error, format!("read the host name: {e}; pass --name")))?;
@@ -150,7 +150,9 @@ fn default_name() -> CliResult<String> {
 }
 
 /// The local address this machine uses to reach `addr` (no packet is sent).
-async fn local_address_towards(addr: &str) -> CliResult<IpAddr> {
+/// `flags` names the command's flags for `addr` and for the address, for
+/// the error message.
+pub(crate) async fn local_address_towards(addr: &str, flags: (&str, &str)) -> CliResult<IpAddr> {
     let target = tokio::net::lookup_host(addr)
         .await
         .ok()
@@ -158,7 +160,7 @@ async fn local_address_towards(addr: &str) -> CliResult<IpAddr> {
         .ok_or_else(|| {
             CliError::new(
                 Exit::Unavailable,
-                format!("cannot resolve {addr}; check --coordinator"),
+                format!("cannot resolve {addr}; check {}", flags.0),
             )
         })?;
     let bind = if target.is_ipv6() {
@@ -169,7 +171,10 @@ async fn local_address_towards(addr: &str) -> CliResult<IpAddr> {
     let failed = |e: std::io::Error| {
         CliError::new(
             Exit::Error,
-            format!("find the local address towards {addr}: {e}; pass --address"),
+            format!(
+                "find the local address towards {addr}: {e}; pass {}",
+                flags.1
+            ),
         )
     };
     let socket = tokio::net::UdpSocket::bind(bind).await.map_err(failed)?;
@@ -178,7 +183,7 @@ async fn local_address_towards(addr: &str) -> CliResult<IpAddr> {
 }
 
 /// Runs `systemctl ARGS`; the error says what failed.
-async fn systemctl(args: &[&str]) -> CliResult<String> {
+pub(crate) async fn systemctl(args: &[&str]) -> CliResult<String> {
     let out = tokio::process::Command::new("systemctl")
         .args(args)
         .output()
@@ -290,7 +295,9 @@ pub async fn join(ctx: &mut Ctx<'_>, a: JoinArgs) -> CliResult {
     }
     let address = match &a.address {
         Some(addr) => addr.clone(),
-        None => local_address_towards(&a.coordinator).await?.to_string(),
+        None => local_address_towards(&a.coordinator, ("--coordinator", "--address"))
+            .await?
+            .to_string(),
     };
 
     // 2. The key stays here; the coordinator gets a CSR.

@@ -15,10 +15,13 @@
 pub mod apply;
 pub mod cluster;
 pub mod conn;
+pub mod discovery;
 pub mod exit;
 pub mod fleet;
 pub mod hypervisor;
 pub mod join;
+pub mod node_join;
+pub mod node_token;
 pub mod output;
 pub mod pinned;
 pub mod token;
@@ -78,6 +81,9 @@ pub enum Command {
     /// Join, inspect, cordon, drain and remove hypervisors.
     #[command(subcommand)]
     Hypervisor(HypervisorCmd),
+    /// Join this machine to a cluster as a worker.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Inspect components (the pods of the control planes).
     #[command(subcommand)]
     Component(ComponentCmd),
@@ -122,6 +128,10 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Node join tokens of a cluster: workers join with them (standard
+    /// Kubernetes bootstrap tokens, also usable with `kubeadm join`).
+    #[command(subcommand)]
+    Token(NodeTokenCmd),
     /// Print an admin kubeconfig for the cluster (a fresh certificate).
     Kubeconfig {
         name: String,
@@ -218,6 +228,43 @@ pub enum TokenCmd {
     },
     /// Revoke a join token: no more joins with it.
     Revoke {
+        /// The token's id (the part before the '.').
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Make this machine a worker of a cluster (run it there, as root):
+    /// discovers the cluster with a node token (pinning its CA), writes the
+    /// kubelet's bootstrap kubeconfig and configuration, and starts the
+    /// kubelet, which bootstraps its certificates.
+    Join(Box<node_join::NodeJoinArgs>),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeTokenCmd {
+    /// Create a node token and print the commands that join a worker.
+    Create {
+        cluster: String,
+        /// How long it is valid (1m to 720h).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = wait::parse_duration)]
+        ttl: Duration,
+        /// What it is for (shown in `list`, and in the cluster's Secret).
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        description: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// List node tokens, of one cluster or of all (never their secrets).
+    List {
+        cluster: Option<String>,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Revoke a node token: it leaves the cluster, no new node joins with it.
+    Revoke {
+        cluster: String,
         /// The token's id (the part before the '.').
         id: String,
     },
@@ -335,6 +382,18 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
         Command::Cluster(ClusterCmd::Kubeconfig { name, file }) => {
             cluster::kubeconfig(ctx, &name, file.as_deref()).await
         }
+        Command::Cluster(ClusterCmd::Token(NodeTokenCmd::Create {
+            cluster,
+            ttl,
+            description,
+            output,
+        })) => node_token::create(ctx, &cluster, ttl, &description, output.format).await,
+        Command::Cluster(ClusterCmd::Token(NodeTokenCmd::List { cluster, output })) => {
+            node_token::list(ctx, cluster.as_deref(), output.format).await
+        }
+        Command::Cluster(ClusterCmd::Token(NodeTokenCmd::Revoke { cluster, id })) => {
+            node_token::revoke(ctx, &cluster, &id).await
+        }
         Command::Apply { file } => cluster::apply(ctx, &file).await,
         Command::Hypervisor(HypervisorCmd::List { output }) => {
             fleet::hypervisors(ctx, output.format).await
@@ -362,6 +421,7 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
         Command::Hypervisor(HypervisorCmd::Remove { name, wait }) => {
             hypervisor::remove(ctx, &name, wait).await
         }
+        Command::Node(NodeCmd::Join(args)) => node_join::join(ctx, *args).await,
         Command::Component(ComponentCmd::List { cluster, output }) => {
             fleet::components(ctx, cluster.as_deref(), output.format).await
         }

@@ -21,6 +21,15 @@ pub fn utc(unix_ms: u64) -> String {
         .unwrap_or_else(|| format!("@{secs}"))
 }
 
+/// The id of a token given as its id or pasted whole: only the id is
+/// used, the rest is never echoed.
+pub fn token_id(given: &str) -> CliResult<&str> {
+    match given.split('.').next() {
+        Some(id) if !id.is_empty() => Ok(id),
+        _ => Err(CliError::new(Exit::Invalid, "give the token's id")),
+    }
+}
+
 /// "1 use" / "3 uses".
 fn uses(n: u32) -> String {
     format!("{n} use{}", if n == 1 { "" } else { "s" })
@@ -115,11 +124,7 @@ pub fn token_table(list: &[JoinTokenView]) -> String {
 }
 
 pub async fn revoke(ctx: &mut Ctx<'_>, id: &str) -> CliResult {
-    // Someone may paste the whole token: take its id, never echo the rest.
-    let id = id.split('.').next().unwrap_or_default();
-    if id.is_empty() {
-        return Err(CliError::new(Exit::Invalid, "give the token's id"));
-    }
+    let id = token_id(id)?;
     let conn = ctx.connect().await?;
     conn.join_tokens()
         .revoke(pb::JoinTokenRef { id: id.to_string() })

@@ -47,7 +47,7 @@ use join::{JoinApi, JoinLimiter, JoinSettings};
 use oi_proto::api::{
     clusters_server::ClustersServer, components_server::ComponentsServer,
     hypervisors_server::HypervisorsServer, info_server::InfoServer, join_server::JoinServer,
-    join_tokens_server::JoinTokensServer,
+    join_tokens_server::JoinTokensServer, node_tokens_server::NodeTokensServer,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -157,6 +157,10 @@ pub async fn serve_with(
             auth.clone(),
         ))
         .add_service(JoinTokensServer::with_interceptor(
+            api.clone(),
+            auth.clone(),
+        ))
+        .add_service(NodeTokensServer::with_interceptor(
             api.clone(),
             auth.clone(),
         ))

@@ -8,7 +8,7 @@ use crate::operations::{OpError, Operations};
 use oi_proto::api as pb;
 use oi_proto::api::{
     clusters_server::Clusters, components_server::Components, hypervisors_server::Hypervisors,
-    info_server::Info, join_tokens_server::JoinTokens,
+    info_server::Info, join_tokens_server::JoinTokens, node_tokens_server::NodeTokens,
 };
 use oi_proto::model::Role;
 use std::sync::Arc;
@@ -197,6 +197,55 @@ impl JoinTokens for Api {
         self.ops.revoke_join_token(&id).await.map_err(to_status)?;
         tracing::info!(admin = %who, %id, "join token revoked");
         Ok(Response::new(pb::RevokeJoinTokenResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl NodeTokens for Api {
+    async fn create(
+        &self,
+        req: Request<pb::CreateNodeTokenRequest>,
+    ) -> Reply<pb::CreateNodeTokenResponse> {
+        let who = admin(&req);
+        let r = req.into_inner();
+        let ttl = match r.ttl_seconds {
+            0 => crate::cluster::node_tokens::DEFAULT_TTL,
+            s => Duration::from_secs(s),
+        };
+        let created = self
+            .ops
+            .create_node_token(&r.cluster, ttl, &r.description)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %r.cluster, id = %created.view.id, "node token created");
+        Ok(Response::new(created.into()))
+    }
+
+    async fn list(
+        &self,
+        req: Request<pb::ListNodeTokensRequest>,
+    ) -> Reply<pb::ListNodeTokensResponse> {
+        let cluster = req.into_inner().cluster;
+        let cluster = (!cluster.is_empty()).then_some(cluster.as_str());
+        let tokens = self
+            .ops
+            .list_node_tokens(cluster)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ListNodeTokensResponse {
+            tokens: tokens.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn revoke(&self, req: Request<pb::NodeTokenRef>) -> Reply<pb::RevokeNodeTokenResponse> {
+        let who = admin(&req);
+        let r = req.into_inner();
+        self.ops
+            .revoke_node_token(&r.cluster, &r.id)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %r.cluster, id = %r.id, "node token revoked");
+        Ok(Response::new(pb::RevokeNodeTokenResponse {}))
     }
 }
 

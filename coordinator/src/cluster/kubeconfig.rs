@@ -22,6 +22,18 @@ pub enum KubeconfigError {
     Parse(#[source] kube::config::KubeconfigError),
 }
 
+fn named_cluster(name: &str, server: &str, ca_pem: &str) -> NamedCluster {
+    NamedCluster {
+        name: name.into(),
+        cluster: Some(Cluster {
+            server: Some(server.into()),
+            certificate_authority_data: Some(B64.encode(ca_pem)),
+            ..Default::default()
+        }),
+        other: Default::default(),
+    }
+}
+
 /// A kubeconfig with one cluster, one user (client certificate) and one
 /// context `<user>@<cluster>`, which is current.
 pub fn client_kubeconfig(
@@ -35,15 +47,7 @@ pub fn client_kubeconfig(
     let cfg = Kubeconfig {
         api_version: Some("v1".into()),
         kind: Some("Config".into()),
-        clusters: vec![NamedCluster {
-            name: cluster.into(),
-            cluster: Some(Cluster {
-                server: Some(server.into()),
-                certificate_authority_data: Some(B64.encode(ca_pem)),
-                ..Default::default()
-            }),
-            other: Default::default(),
-        }],
+        clusters: vec![named_cluster(cluster, server, ca_pem)],
         contexts: vec![NamedContext {
             name: context.clone(),
             context: Some(Context {
@@ -63,6 +67,22 @@ pub fn client_kubeconfig(
             }),
             other: Default::default(),
         }],
+        ..Default::default()
+    };
+    let mut text = serde_json::to_string_pretty(&cfg).map_err(KubeconfigError::Encode)?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// The kubeconfig of `kube-public/cluster-info`, as kubeadm writes it: one
+/// unnamed cluster (server and CA), no user, no context. Joining nodes
+/// trust it only once its JWS signature (the bootstrap signer's, keyed by
+/// a token) and their CA pin check out.
+pub fn cluster_info_kubeconfig(server: &str, ca_pem: &str) -> Result<String, KubeconfigError> {
+    let cfg = Kubeconfig {
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        clusters: vec![named_cluster("", server, ca_pem)],
         ..Default::default()
     };
     let mut text = serde_json::to_string_pretty(&cfg).map_err(KubeconfigError::Encode)?;

@@ -6,4 +6,5 @@
 
 pub mod clusters;
 pub mod hypervisors;
+pub mod node_tokens;
 pub mod replicas;

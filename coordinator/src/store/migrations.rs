@@ -81,6 +81,21 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hypervisors ADD COLUMN removing_unix_ms INTEGER;
     "#,
+    // 6: node join tokens of managed clusters (Kubernetes bootstrap
+    // tokens). The whole token is sealed: the coordinator writes its secret
+    // into the cluster. They go with their cluster.
+    r#"
+    CREATE TABLE node_tokens (
+        cluster         TEXT NOT NULL REFERENCES clusters(name) ON DELETE CASCADE,
+        id              TEXT NOT NULL,
+        token           BLOB NOT NULL,
+        description     TEXT NOT NULL DEFAULT '',
+        created_unix_ms INTEGER NOT NULL,
+        expires_unix_ms INTEGER NOT NULL,
+        revoked_unix_ms INTEGER,
+        PRIMARY KEY (cluster, id)
+    );
+    "#,
 ];
 
 pub const SUPPORTED: u32 = MIGRATIONS.len() as u32;

@@ -6,6 +6,7 @@
 //! write survives `kill -9` and power loss.
 
 use crate::cluster::model::{Allocation, ClusterSpec};
+use crate::cluster::node_tokens::NodeToken;
 use crate::tokens::{JoinToken, TokenRefusal};
 use async_trait::async_trait;
 use oi_proto::model::{Component, PortRange, Role};
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 pub mod migrations;
 pub mod sqlite;
 mod sqlite_join;
+mod sqlite_node_tokens;
 
 pub use sqlite::SqliteStore;
 
@@ -253,4 +255,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes every identity of `name` not revoked yet; returns how many.
     async fn revoke_identities(&self, name: &str, now_unix_ms: u64) -> Result<u32, StoreError>;
+
+    /// Stores a new node token of an existing cluster
+    /// ([`StoreError::UnknownCluster`]); refuses an id the cluster has
+    /// ([`StoreError::TokenExists`]). A deleted cluster's tokens go with it.
+    async fn create_node_token(&self, token: &NodeToken) -> Result<(), StoreError>;
+
+    /// The node tokens of `cluster`, or of every cluster; newest first.
+    async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeToken>, StoreError>;
+
+    /// Marks a node token revoked at `now_unix_ms`, unless it was before
+    /// ([`StoreError::UnknownToken`] if the cluster has no such token).
+    async fn revoke_node_token(
+        &self,
+        cluster: &str,
+        id: &str,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Forgets node tokens expired or revoked before `before_unix_ms`;
+    /// returns how many.
+    async fn forget_node_tokens(&self, before_unix_ms: u64) -> Result<u32, StoreError>;
 }

@@ -4,10 +4,12 @@
 
 use super::migrations;
 use super::sqlite_join;
+use super::sqlite_node_tokens;
 use super::{
     AgentIdentity, ClusterRecord, HypervisorRecord, HypervisorRegistration, PlacementChange, Store,
     StoreError,
 };
+use crate::cluster::node_tokens::NodeToken;
 use crate::seal::Sealer;
 use crate::tokens::JoinToken;
 use async_trait::async_trait;
@@ -608,6 +610,34 @@ impl Store for SqliteStore {
     async fn revoke_identities(&self, name: &str, now_unix_ms: u64) -> Result<u32, StoreError> {
         let name = name.to_string();
         self.with(move |conn, _| sqlite_join::revoke_identities(conn, &name, now_unix_ms))
+            .await
+    }
+
+    async fn create_node_token(&self, token: &NodeToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.with(move |conn, sealer| sqlite_node_tokens::create(conn, sealer, &token))
+            .await
+    }
+
+    async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeToken>, StoreError> {
+        let cluster = cluster.map(str::to_string);
+        self.with(move |conn, sealer| sqlite_node_tokens::list(conn, sealer, cluster.as_deref()))
+            .await
+    }
+
+    async fn revoke_node_token(
+        &self,
+        cluster: &str,
+        id: &str,
+        now_unix_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (cluster, id) = (cluster.to_string(), id.to_string());
+        self.with(move |conn, _| sqlite_node_tokens::revoke(conn, &cluster, &id, now_unix_ms))
+            .await
+    }
+
+    async fn forget_node_tokens(&self, before_unix_ms: u64) -> Result<u32, StoreError> {
+        self.with(move |conn, _| sqlite_node_tokens::forget(conn, before_unix_ms))
             .await
     }
 }

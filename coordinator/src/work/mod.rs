@@ -5,7 +5,7 @@
 //! its own. One cluster whose etcd hangs therefore delays only itself:
 //! others are placed, scaled and deleted meanwhile.
 
-mod backoff;
+pub(crate) mod backoff;
 mod keyed_lock;
 
 pub(crate) use keyed_lock::KeyedLocks;
@@ -31,7 +31,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// as a new declaration is worth trying at once.
 #[derive(Default)]
 pub(crate) struct Kick {
-    notify: Notify,
+    pub(crate) notify: Notify,
     fresh: std::sync::Mutex<HashSet<String>>,
 }
 
@@ -44,7 +44,7 @@ impl Kick {
         self.notify.notify_one();
     }
 
-    fn take_fresh(&self) -> HashSet<String> {
+    pub(crate) fn take_fresh(&self) -> HashSet<String> {
         std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

@@ -1,0 +1,299 @@
+//! One pass of the node sync over one cluster.
+
+use super::client::ClusterClient;
+use super::{Memory, RESYNC};
+use crate::cluster::node_bootstrap::{
+    ca_bundle, cluster_info, cluster_info_rbac, token_sync, MANAGED_BY, MANAGED_BY_LABEL,
+    TOKEN_SECRET_TYPE,
+};
+use crate::cluster::node_config::{config_maps, join_rbac};
+use crate::cluster::node_tokens::NodeToken;
+use crate::cluster::serving_csr::{self, NodeAddresses, ServingCsr, Verdict};
+use crate::coordinator::Coordinator;
+use crate::lifecycle::clusters::ClusterSecrets;
+use crate::store::ClusterRecord;
+use anyhow::{Context, Result};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use oi_api_types::token::TokenState;
+use oi_proto::clock::unix_ms;
+use tokio::time::Instant;
+
+const FIELD_MANAGER: &str = "oneinfra";
+
+/// Syncs one cluster; returns what to remember and whether it went well.
+pub(crate) async fn cluster(
+    c: &Coordinator,
+    record: ClusterRecord,
+    mut mem: Memory,
+) -> (Memory, bool) {
+    let name = record.spec.name.clone();
+    match pass(c, &record, &mut mem).await {
+        Ok(()) => (mem, true),
+        Err(e) => {
+            tracing::warn!(cluster = %name, error = %format!("{e:#}"), "node sync");
+            // A client that failed may hold a stale connection: make a new one.
+            mem.client = None;
+            (mem, false)
+        }
+    }
+}
+
+async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Result<()> {
+    let name = &record.spec.name;
+    let Some(allocation) = &record.allocation else {
+        return Ok(());
+    };
+    let endpoint = allocation.endpoint();
+    let secrets = ClusterSecrets::decode(name, &record.secrets).map_err(anyhow::Error::msg)?;
+    let key = format!("{}/{endpoint}", secrets.incarnation);
+    if mem.client.as_ref().map(|cc| cc.key.as_str()) != Some(key.as_str()) {
+        let kubeconfig = secrets
+            .pki
+            .admin_kubeconfig(name, &endpoint)
+            .context("issue the coordinator's kubeconfig")?;
+        mem.client = Some(ClusterClient::new(key, &kubeconfig).await?);
+    }
+    let client = mem
+        .client
+        .as_ref()
+        .map(|cc| cc.client.clone())
+        .expect("client set above");
+
+    let now = unix_ms();
+    let tokens = c
+        .inner
+        .store
+        .list_node_tokens(Some(name))
+        .await
+        .context("list node tokens")?;
+    let bundle = ca_bundle(
+        &secrets.pki.apiserver_ca.cert_pem,
+        &secrets.pki.kubelet_client_ca.cert_pem,
+    );
+    let host_port = endpoint.strip_prefix("https://").unwrap_or(&endpoint);
+    let configs = config_maps(&record.spec, host_port).context("build node config maps")?;
+    let source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
+    let fresh = matches!(&mem.written, Some((f, at)) if *f == source && at.elapsed() < RESYNC);
+    if !fresh {
+        write_join_objects(&client, &endpoint, &bundle, &configs, &tokens, now).await?;
+        mem.written = Some((source, Instant::now()));
+    }
+    approve_serving_csrs(c, &client, name).await
+}
+
+/// What tokens and `cluster-info` are made from: when it changes they are
+/// written again. A token that expired since changes it too.
+fn fingerprint(
+    endpoint: &str,
+    bundle: &str,
+    configs: &[ConfigMap],
+    tokens: &[NodeToken],
+    now: u64,
+) -> String {
+    let mut out = format!("{endpoint}\n{bundle}");
+    for cm in configs {
+        out.push_str(&serde_json::to_string(&cm.data).unwrap_or_default());
+    }
+    for t in tokens.iter().filter(|t| t.state(now) == TokenState::Active) {
+        out.push_str(&format!(
+            "{}:{}:{}\n",
+            t.id(),
+            t.expires_unix_ms,
+            t.description
+        ));
+    }
+    out
+}
+
+async fn write_join_objects(
+    client: &kube::Client,
+    endpoint: &str,
+    bundle: &str,
+    configs: &[ConfigMap],
+    tokens: &[NodeToken],
+    now: u64,
+) -> Result<()> {
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let system_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    for cm in configs {
+        let n = cm.metadata.name.clone().unwrap_or_default();
+        system_cms
+            .patch(&n, &pp, &Patch::Apply(cm))
+            .await
+            .with_context(|| format!("apply configmap kube-system/{n}"))?;
+    }
+    let rbac = join_rbac();
+    for (role, binding) in &rbac.roles {
+        let n = role.metadata.name.clone().unwrap_or_default();
+        Api::<Role>::namespaced(client.clone(), "kube-system")
+            .patch(&n, &pp, &Patch::Apply(role))
+            .await
+            .with_context(|| format!("apply role kube-system/{n}"))?;
+        Api::<RoleBinding>::namespaced(client.clone(), "kube-system")
+            .patch(&n, &pp, &Patch::Apply(binding))
+            .await
+            .with_context(|| format!("apply rolebinding kube-system/{n}"))?;
+    }
+    let (cr, crb) = &rbac.cluster_role;
+    let n = cr.metadata.name.clone().unwrap_or_default();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(&n, &pp, &Patch::Apply(cr))
+        .await
+        .with_context(|| format!("apply clusterrole {n}"))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(&n, &pp, &Patch::Apply(crb))
+        .await
+        .with_context(|| format!("apply clusterrolebinding {n}"))?;
+    let info = cluster_info(endpoint, bundle).context("build cluster-info")?;
+    let (role, binding) = cluster_info_rbac();
+    Api::<ConfigMap>::namespaced(client.clone(), "kube-public")
+        .patch("cluster-info", &pp, &Patch::Apply(&info))
+        .await
+        .context("apply kube-public/cluster-info")?;
+    let role_name = role.metadata.name.clone().unwrap_or_default();
+    Api::<Role>::namespaced(client.clone(), "kube-public")
+        .patch(&role_name, &pp, &Patch::Apply(&role))
+        .await
+        .with_context(|| format!("apply role kube-public/{role_name}"))?;
+    Api::<RoleBinding>::namespaced(client.clone(), "kube-public")
+        .patch(&role_name, &pp, &Patch::Apply(&binding))
+        .await
+        .with_context(|| format!("apply rolebinding kube-public/{role_name}"))?;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let ours = secrets
+        .list_metadata(
+            &ListParams::default()
+                .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+                .fields(&format!("type={TOKEN_SECRET_TYPE}")),
+        )
+        .await
+        .context("list bootstrap-token secrets")?;
+    let ours: Vec<String> = ours
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    let plan = token_sync(tokens, &ours, now);
+    for gone in &plan.delete {
+        match secrets.delete(gone, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(secret = %gone, "bootstrap token removed from the cluster"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e).with_context(|| format!("delete secret kube-system/{gone}")),
+        }
+    }
+    for s in &plan.apply {
+        let n = s.metadata.name.clone().unwrap_or_default();
+        secrets
+            .patch(&n, &pp, &Patch::Apply(s))
+            .await
+            .with_context(|| format!("apply secret kube-system/{n}"))?;
+    }
+    Ok(())
+}
+
+/// The addresses a Node reports.
+fn addresses(node: &Node) -> NodeAddresses {
+    let mut out = NodeAddresses::default();
+    for a in node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match a.type_.as_str() {
+            "InternalIP" | "ExternalIP" => {
+                if let Ok(ip) = a.address.parse() {
+                    out.ips.insert(ip);
+                }
+            }
+            _ => {
+                out.names.insert(a.address.clone());
+            }
+        }
+    }
+    out
+}
+
+async fn approve_serving_csrs(c: &Coordinator, client: &kube::Client, cluster: &str) -> Result<()> {
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let list = csrs
+        .list(&ListParams::default().fields(&format!("spec.signerName={}", serving_csr::SIGNER)))
+        .await
+        .context("list certificate signing requests")?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for csr in list.items {
+        let decided = csr
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| matches!(c.type_.as_str(), "Approved" | "Denied" | "Failed"))
+            });
+        if decided {
+            continue;
+        }
+        let csr_name = csr.metadata.name.clone().unwrap_or_default();
+        let spec = &csr.spec;
+        let groups = spec.groups.clone().unwrap_or_default();
+        let usages = spec.usages.clone().unwrap_or_default();
+        let username = spec.username.clone().unwrap_or_default();
+        let node = match serving_csr::requesting_node(&username, &groups) {
+            Some(n) => nodes
+                .get_opt(n)
+                .await
+                .with_context(|| format!("get node {n}"))?,
+            None => None,
+        };
+        let verdict = serving_csr::judge(
+            &ServingCsr {
+                signer_name: &spec.signer_name,
+                username: &username,
+                groups: &groups,
+                usages: &usages,
+                request_pem: &spec.request.0,
+            },
+            node.as_ref().map(addresses).as_ref(),
+        );
+        let (kind, reason, message) = match verdict {
+            Verdict::NotOurs => continue,
+            Verdict::Wait(why) => {
+                tracing::debug!(%cluster, csr = %csr_name, %why, "kubelet serving CSR waits");
+                continue;
+            }
+            Verdict::Approve => (
+                "Approved",
+                "OneinfraNodeServing",
+                format!("{username}'s serving certificate names only its own addresses"),
+            ),
+            Verdict::Deny(why) => ("Denied", "OneinfraNodeServingRefused", why),
+        };
+        let patch = serde_json::json!({
+            "status": {"conditions": [CertificateSigningRequestCondition {
+                type_: kind.into(),
+                status: "True".into(),
+                reason: Some(reason.into()),
+                message: Some(message.clone()),
+                ..Default::default()
+            }]}
+        });
+        csrs.patch_approval(&csr_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("{} CSR {csr_name}", kind.to_lowercase()))?;
+        c.inner.metrics.serving_csr(&kind.to_lowercase());
+        if kind == "Approved" {
+            tracing::info!(%cluster, csr = %csr_name, requester = %username, "kubelet serving CSR approved");
+        } else {
+            tracing::warn!(%cluster, csr = %csr_name, requester = %username, why = %message,
+                "kubelet serving CSR denied");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Workers for the bed: each its own containerd in its own network namespace,
+# joined to a cluster with `oi node join --no-systemd` (a real node token,
+# real discovery and TLS bootstrap), its kubelet run in that namespace only
+# (`nsenter --net`: it stays in the host's mount namespace, so runc sees its
+# volume mounts). Needs root, a running bed (up.sh) and a ready cluster.
+#
+#   worker.sh join NAME CLUSTER [--addr A.B.C.D/24] [--version V]
+#   worker.sh stop NAME      stop its kubelet and containerd; forget it
+#   worker.sh teardown       stop every worker and undo the kubelet's host
+#                            side effects (sysctls, kubepods cgroups, logs)
+#
+# Environment: OI_BED_DIR (default /tmp/oi-bed), OI_BIN (the oi binary),
+# OI_CONFIG (its admin config), OI_BED_NETNS_PREFIX. Workers live in $OI_BED_DIR/workers.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+# shellcheck source=alive.sh
+. "$HERE/alive.sh"
+BED_DIR=${OI_BED_DIR:-/tmp/oi-bed}
+export OI_BED_DIR=$BED_DIR
+NETNS_PREFIX=${OI_BED_NETNS_PREFIX:-oi-}
+WORKERS=$BED_DIR/workers
+OI=${OI_BIN:-$ROOT/target/debug/oi}
+export OI_CONFIG=${OI_CONFIG:-$BED_DIR/coordinator/data/admin.conf}
+SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
+
+die() { echo "worker.sh: error: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "run as root: containerd, network namespaces and the kubelet need it"
+
+# The host state a kubelet changes, saved once before the first worker.
+save_host() {
+  [ -f "$WORKERS/host.saved" ] && return
+  mkdir -p "$WORKERS"
+  {
+    for s in "${SYSCTLS[@]}"; do echo "sysctl $s $(sysctl -n "$s")"; done
+    for d in /var/log/pods /var/log/containers; do [ -e "$d" ] && echo "existed $d"; done
+    true
+  } >"$WORKERS/host.saved"
+}
+
+restore_host() {
+  [ -f "$WORKERS/host.saved" ] || return 0
+  local kind a b
+  while read -r kind a b; do
+    [ "$kind" = sysctl ] && sysctl -qw "$a=$b"
+  done <"$WORKERS/host.saved"
+  for d in /var/log/pods /var/log/containers; do
+    grep -qx "existed $d" "$WORKERS/host.saved" || rm -rf "$d"
+  done
+  # kubepods cgroups, deepest first (rmdir removes only empty ones)
+  find /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/kubepods* -depth -type d -exec rmdir {} + 2>/dev/null || true
+  rm -f "$WORKERS/host.saved"
+}
+
+stop_one() {
+  local name=$1 dir=$WORKERS/$1
+  if [ -f "$dir/kubelet.pid" ]; then
+    local pid
+    pid=$(cat "$dir/kubelet.pid")
+    if alive "$pid"; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  fi
+  "$HERE/containerd.sh" stop "$name" >/dev/null 2>&1 || true
+  umount -R "$dir/root" 2>/dev/null || true
+  rm -rf "$dir"
+}
+
+join() {
+  local name=$1 cluster=$2 addr= version=
+  shift 2
+  while [ $# -gt 0 ]; do
+    case $1 in
+    --addr) addr=$2; shift 2 ;;
+    --version) version=$2; shift 2 ;;
+    *) die "unknown option $1" ;;
+    esac
+  done
+  local dir=$WORKERS/$name
+  [ -e "$dir" ] && die "worker $name exists; worker.sh stop $name first"
+  [ -n "$version" ] || version=$("$OI" cluster get "$cluster" -o json | sed -n 's/.*"kubernetesVersion": "\(.*\)".*/\1/p')
+  [ -n "$version" ] || die "cluster $cluster not found"
+  local kubelet
+  kubelet=$("$HERE/kubernetes.sh" build --version "$version" --what kubelet)/kubelet
+  save_host
+  mkdir -p "$dir"
+  local sock
+  if [ -n "$addr" ]; then
+    sock=$("$HERE/containerd.sh" start "$name" --netns --addr "$addr")
+  else
+    sock=$("$HERE/containerd.sh" start "$name" --netns)
+  fi
+  "$HERE/image.sh" build oi-test/busybox:1 "$WORKERS/busybox.tar" --cmd sh >/dev/null
+  "$HERE/image.sh" import "$WORKERS/busybox.tar" "$sock" >/dev/null
+  "$OI" cluster token create "$cluster" --ttl 1h --description "bed worker $name" -o json >"$dir/token.json"
+  local endpoint token hash
+  endpoint=$(sed -n 's/.*"endpoint": "\(.*\)".*/\1/p' "$dir/token.json")
+  token=$(sed -n 's/.*"token": "\([a-z0-9]\{6\}\.[a-z0-9]\{16\}\)".*/\1/p' "$dir/token.json")
+  hash=$(sed -n 's/.*"caCertHash": "\(.*\)".*/\1/p' "$dir/token.json")
+  rm -f "$dir/token.json"
+  # The sandbox cannot lower the OOM score; the bed may have swap; pod logs
+  # stay in the worker's directory.
+  cat >"$dir/kubelet-patch.yaml" <<YAML
+oomScoreAdj: 0
+failSwapOn: false
+podLogsDir: $dir/pod-logs
+healthzPort: 10248
+YAML
+  nsenter --net="/run/netns/$NETNS_PREFIX$name" -- env OI_NODE_TOKEN="$token" "$OI" node join \
+    --endpoint "$endpoint" --ca-cert-hash "$hash" --name "$name" \
+    --kubelet "$kubelet" --cri-socket "$sock" --allow-cgroup-v1 \
+    --dir "$dir/node" --root-dir "$dir/root" --kubelet-config-patch "$dir/kubelet-patch.yaml" \
+    --no-systemd >"$dir/join.out"
+  local cmd
+  cmd=$(sed -n 's/^  \(.*kubelet --config=.*\)$/\1/p' "$dir/join.out")
+  [ -n "$cmd" ] || { cat "$dir/join.out" >&2; die "oi node join printed no kubelet command"; }
+  # shellcheck disable=SC2086 # the printed command line, split as printed
+  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" -- $cmd >"$dir/kubelet.log" 2>&1 </dev/null &
+  echo $! >"$dir/kubelet.pid"
+  echo "worker.sh: $name joining $cluster (kubelet $version, log $dir/kubelet.log)"
+}
+
+case ${1:-} in
+join) shift; [ $# -ge 2 ] || die "usage: worker.sh join NAME CLUSTER [--addr A/24] [--version V]"; join "$@" ;;
+stop) [ $# = 2 ] || die "usage: worker.sh stop NAME"; stop_one "$2"
+  [ -n "$(find "$WORKERS" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] || restore_host ;;
+teardown)
+  for d in "$WORKERS"/*/; do [ -d "$d" ] && stop_one "$(basename "$d")"; done
+  restore_host
+  rm -rf "$WORKERS" ;;
+*) die "usage: worker.sh join NAME CLUSTER | stop NAME | teardown" ;;
+esac
