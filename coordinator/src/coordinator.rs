@@ -51,6 +51,9 @@ pub(crate) struct Inner {
     pub work_kick: Kick,
     /// Wakes the node sync (a node token changed).
     pub nodes_kick: Kick,
+    /// A kube client per managed cluster (see `nodes::client`).
+    pub(crate) cluster_clients:
+        std::sync::Mutex<std::collections::HashMap<String, crate::nodes::client::ClusterClient>>,
     /// Clusters seen ready since this coordinator started (ready → degraded).
     pub ever_ready: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The last failed etcd membership step per cluster (for its Replicas
@@ -271,6 +274,7 @@ impl Coordinator {
             cluster_locks: KeyedLocks::default(),
             work_kick: Kick::default(),
             nodes_kick: Kick::default(),
+            cluster_clients: Default::default(),
             ever_ready: Default::default(),
             membership_errors: Default::default(),
             removals: Default::default(),

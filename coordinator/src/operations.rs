@@ -71,6 +71,10 @@ pub trait Operations: Send + Sync + 'static {
     async fn list_node_tokens(&self, cluster: Option<&str>) -> Result<Vec<NodeTokenView>, OpError>;
     /// Revokes a node token: its Secret leaves the cluster.
     async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError>;
+    /// The cluster's nodes, as its API reports them.
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeView>, OpError>;
+    /// Revokes the token node `name` joined with, then deletes the Node.
+    async fn remove_node(&self, cluster: &str, name: &str) -> Result<RemovedNode, OpError>;
 }
 
 #[async_trait]
@@ -282,5 +286,13 @@ impl Operations for Coordinator {
 
     async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError> {
         Coordinator::revoke_node_token(self, cluster, id).await
+    }
+
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeView>, OpError> {
+        Coordinator::list_nodes(self, cluster).await
+    }
+
+    async fn remove_node(&self, cluster: &str, name: &str) -> Result<RemovedNode, OpError> {
+        Coordinator::remove_node(self, cluster, name).await
     }
 }

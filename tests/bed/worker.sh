@@ -6,6 +6,14 @@
 # volume mounts). Needs root, a running bed (up.sh) and a ready cluster.
 #
 #   worker.sh join NAME CLUSTER [--addr A.B.C.D/24] [--version V]
+#   worker.sh kubeadm-join NAME CLUSTER [--addr A.B.C.D/24]
+#                            the same with a stock `kubeadm join` (the line
+#                            `oi cluster token create` prints), in a private
+#                            mount namespace whose /etc/kubernetes and
+#                            /var/lib/kubelet are the worker's directories;
+#                            its kubelet runs there too (enough for the join
+#                            and the API server reaching it; pods' volumes
+#                            would be invisible to runc, so run no pods on it)
 #   worker.sh stop NAME      stop its kubelet and containerd; forget it
 #   worker.sh teardown       stop every worker and undo the kubelet's host
 #                            side effects (sysctls, kubepods cgroups, logs)
@@ -43,7 +51,7 @@ restore_host() {
   [ -f "$WORKERS/host.saved" ] || return 0
   local kind a b
   while read -r kind a b; do
-    [ "$kind" = sysctl ] && sysctl -qw "$a=$b"
+    if [ "$kind" = sysctl ]; then sysctl -qw "$a=$b"; fi
   done <"$WORKERS/host.saved"
   for d in /var/log/pods /var/log/containers; do
     grep -qx "existed $d" "$WORKERS/host.saved" || rm -rf "$d"
@@ -123,7 +131,78 @@ YAML
   echo "worker.sh: $name joining $cluster (kubelet $version, log $dir/kubelet.log)"
 }
 
+# kubeadm_join NAME CLUSTER [--addr A/24]
+kubeadm_join() {
+  local name=$1 cluster=$2 addr=
+  shift 2
+  [ "${1:-}" = --addr ] && addr=${2:-}
+  [ -n "$addr" ] || die "kubeadm-join needs --addr A.B.C.D/LEN (the kubelet's --node-ip)"
+  local dir=$WORKERS/$name
+  [ -e "$dir" ] && die "worker $name exists; worker.sh stop $name first"
+  local version bin
+  version=$("$OI" cluster get "$cluster" -o json | sed -n 's/.*"kubernetesVersion": "\(.*\)".*/\1/p')
+  [ -n "$version" ] || die "cluster $cluster not found"
+  bin=$("$HERE/kubernetes.sh" build --version "$version" --what kubelet,kubeadm)
+  save_host
+  mkdir -p "$dir/etc" "$dir/varlib" "$dir/patches"
+  local sock
+  if [ -n "$addr" ]; then
+    sock=$("$HERE/containerd.sh" start "$name" --netns --addr "$addr")
+  else
+    sock=$("$HERE/containerd.sh" start "$name" --netns)
+  fi
+  "$OI" cluster token create "$cluster" --ttl 1h --description "bed kubeadm worker $name" -o json >"$dir/token.json"
+  local line
+  line=$(sed -n 's/.*"kubeadmJoinCommand": "kubeadm \(.*\)".*/\1/p' "$dir/token.json")
+  rm -f "$dir/token.json"
+  [ -n "$line" ] || die "oi cluster token create printed no kubeadm line"
+  # kubeadm's own patch mechanism for what this host needs (cgroup v1,
+  # swap, an OOM score the sandbox cannot lower)
+  cat >"$dir/patches/kubeletconfiguration+merge.yaml" <<YAML
+failCgroupV1: false
+failSwapOn: false
+oomScoreAdj: 0
+cgroupDriver: cgroupfs
+YAML
+  cat >"$dir/run.sh" <<SH
+set -e
+mkdir -p /etc/kubernetes /var/lib/kubelet
+mount --bind "$dir/etc" /etc/kubernetes
+mount --bind "$dir/varlib" /var/lib/kubelet
+exec "$bin/kubeadm" $line --node-name "$name" --cri-socket "unix://$sock" \
+  --patches "$dir/patches" --ignore-preflight-errors=all
+SH
+  # shellcheck disable=SC2016
+  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" -- unshare -m --propagation private \
+    bash "$dir/run.sh" >"$dir/kubeadm.log" 2>&1 </dev/null &
+  local kpid=$!
+  echo "$kpid" >"$dir/kubeadm.pid"
+  # kubeadm writes the kubelet's files, then waits for a kubelet: start it
+  # in kubeadm's mount namespace, with the flags kubeadm chose.
+  for _ in $(seq 300); do
+    [ -f "$dir/varlib/config.yaml" ] && [ -f "$dir/varlib/kubeadm-flags.env" ] && break
+    alive "$kpid" || { cat "$dir/kubeadm.log" >&2; die "kubeadm join failed"; }
+    sleep 0.1
+  done
+  [ -f "$dir/varlib/config.yaml" ] || { cat "$dir/kubeadm.log" >&2; die "kubeadm wrote no kubelet config"; }
+  local flags
+  flags=$(sed -n 's/^KUBELET_KUBEADM_ARGS="\(.*\)"$/\1/p' "$dir/varlib/kubeadm-flags.env")
+  # shellcheck disable=SC2086 # kubeadm's flags, split as kubeadm wrote them
+  setsid nsenter --mount="/proc/$kpid/ns/mnt" --net="/run/netns/$NETNS_PREFIX$name" -- \
+    "$bin/kubelet" --config=/var/lib/kubelet/config.yaml \
+    --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
+    --kubeconfig=/etc/kubernetes/kubelet.conf --container-runtime-endpoint="unix://$sock" \
+    --node-ip="${addr%/*}" $flags >"$dir/kubelet.log" 2>&1 </dev/null &
+  echo $! >"$dir/kubelet.pid"
+  local rc=0
+  wait "$kpid" || rc=$?
+  [ "$rc" = 0 ] || { tail -n 20 "$dir/kubeadm.log" >&2; die "kubeadm join exited $rc"; }
+  grep -q "This node has joined the cluster" "$dir/kubeadm.log" || die "kubeadm join did not say it joined"
+  echo "worker.sh: $name joined $cluster with kubeadm join (kubelet $version, log $dir/kubelet.log)"
+}
+
 case ${1:-} in
+kubeadm-join) shift; [ $# -ge 2 ] || die "usage: worker.sh kubeadm-join NAME CLUSTER [--addr A/24]"; kubeadm_join "$@" ;;
 join) shift; [ $# -ge 2 ] || die "usage: worker.sh join NAME CLUSTER [--addr A/24] [--version V]"; join "$@" ;;
 stop) [ $# = 2 ] || die "usage: worker.sh stop NAME"; stop_one "$2"
   [ -n "$(find "$WORKERS" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] || restore_host ;;
@@ -131,5 +210,5 @@ teardown)
   for d in "$WORKERS"/*/; do [ -d "$d" ] && stop_one "$(basename "$d")"; done
   restore_host
   rm -rf "$WORKERS" ;;
-*) die "usage: worker.sh join NAME CLUSTER | stop NAME | teardown" ;;
+*) die "usage: worker.sh join|kubeadm-join NAME CLUSTER | stop NAME | teardown" ;;
 esac

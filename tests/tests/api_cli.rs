@@ -360,6 +360,32 @@ impl Operations for Fake {
             .collect())
     }
 
+    async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeView>, OpError> {
+        if !self.clusters.lock().unwrap().contains_key(cluster) {
+            return Err(not_found(cluster));
+        }
+        Ok(vec![NodeView {
+            name: "w1".into(),
+            ready: true,
+            kubelet_version: "v1.37.2".into(),
+            addresses: vec!["InternalIP=10.0.0.5".into()],
+            vpn_address: String::new(),
+            created_unix_ms: 0,
+            token_id: "abcdef".into(),
+        }])
+    }
+
+    async fn remove_node(&self, cluster: &str, name: &str) -> Result<RemovedNode, OpError> {
+        if name != "w1" {
+            return Err(OpError::NotFound(format!(
+                "cluster {cluster:?} has no node {name:?}"
+            )));
+        }
+        Ok(RemovedNode {
+            revoked_tokens: vec!["abcdef".into()],
+        })
+    }
+
     async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError> {
         let mut tokens = self.node_tokens.lock().unwrap();
         match tokens
@@ -1144,6 +1170,22 @@ async fn node_tokens_print_both_join_lines() {
         .fails(3, "no node token");
     let list = api.oi(&["cluster", "token", "list"]).await;
     assert!(list.ok().contains("revoked"), "{}", list.stdout);
+
+    let nodes = api.oi(&["node", "list", "prod"]).await;
+    assert!(
+        nodes.ok().contains("w1    Ready") && nodes.stdout.contains("abcdef"),
+        "{}",
+        nodes.stdout
+    );
+    let out = api.oi(&["node", "remove", "prod", "w1"]).await;
+    assert!(
+        out.ok().contains("revoked its node token abcdef"),
+        "{}",
+        out.stdout
+    );
+    api.oi(&["node", "remove", "prod", "w9"])
+        .await
+        .fails(3, "no node \"w9\"");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

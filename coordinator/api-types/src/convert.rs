@@ -7,7 +7,7 @@ use crate::token::TokenState;
 use crate::views::{
     ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition,
     CreatedNodeToken, CreatedToken, DrainOutcome, HypervisorSummary, JoinTokenView, NodeTokenView,
-    RemoveOutcome, VersionInfo,
+    NodeView, RemoveOutcome, VersionInfo,
 };
 use oi_proto::api as pb;
 use oi_proto::model::{Phase, Role};
@@ -402,6 +402,36 @@ impl TryFrom<pb::CreateNodeTokenResponse> for CreatedNodeToken {
             endpoint: c.endpoint,
             ca_cert_hash: c.ca_cert_hash,
         })
+    }
+}
+
+// ------------------------------------------------------------------ nodes --
+
+impl From<NodeView> for pb::NodeInfo {
+    fn from(n: NodeView) -> Self {
+        pb::NodeInfo {
+            name: n.name,
+            ready: n.ready,
+            kubelet_version: n.kubelet_version,
+            addresses: n.addresses,
+            vpn_address: n.vpn_address,
+            created_unix_ms: n.created_unix_ms,
+            token_id: n.token_id,
+        }
+    }
+}
+
+impl From<pb::NodeInfo> for NodeView {
+    fn from(n: pb::NodeInfo) -> Self {
+        NodeView {
+            name: n.name,
+            ready: n.ready,
+            kubelet_version: n.kubelet_version,
+            addresses: n.addresses,
+            vpn_address: n.vpn_address,
+            created_unix_ms: n.created_unix_ms,
+            token_id: n.token_id,
+        }
     }
 }
 

@@ -313,3 +313,27 @@ impl CreatedNodeToken {
         )
     }
 }
+
+/// A worker node of a cluster, as the cluster's API reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub name: String,
+    pub ready: bool,
+    pub kubelet_version: String,
+    /// `TYPE=ADDRESS`, as the Node reports them.
+    pub addresses: Vec<String>,
+    /// Empty: not behind the cluster's VPN.
+    pub vpn_address: String,
+    pub created_unix_ms: u64,
+    /// The node token it joined with, when known.
+    pub token_id: String,
+}
+
+/// What `oi node remove` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RemovedNode {
+    /// Node tokens revoked because the node joined with them.
+    pub revoked_tokens: Vec<String>,
+}

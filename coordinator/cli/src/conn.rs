@@ -6,6 +6,7 @@ use oi_proto::api::{
     clusters_client::ClustersClient, components_client::ComponentsClient,
     hypervisors_client::HypervisorsClient, info_client::InfoClient,
     join_tokens_client::JoinTokensClient, node_tokens_client::NodeTokensClient,
+    nodes_client::NodesClient,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -145,6 +146,9 @@ impl Conn {
     }
     pub fn node_tokens(&self) -> NodeTokensClient<Channel> {
         NodeTokensClient::new(self.channel.clone())
+    }
+    pub fn nodes(&self) -> NodesClient<Channel> {
+        NodesClient::new(self.channel.clone())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod exit;
 pub mod fleet;
 pub mod hypervisor;
 pub mod join;
+pub mod node;
 pub mod node_join;
 pub mod node_token;
 pub mod output;
@@ -81,7 +82,7 @@ pub enum Command {
     /// Join, inspect, cordon, drain and remove hypervisors.
     #[command(subcommand)]
     Hypervisor(HypervisorCmd),
-    /// Join this machine to a cluster as a worker.
+    /// Worker nodes: join this machine to a cluster, list and remove nodes.
     #[command(subcommand)]
     Node(NodeCmd),
     /// Inspect components (the pods of the control planes).
@@ -240,6 +241,15 @@ pub enum NodeCmd {
     /// kubelet's bootstrap kubeconfig and configuration, and starts the
     /// kubelet, which bootstraps its certificates.
     Join(Box<node_join::NodeJoinArgs>),
+    /// List a cluster's nodes, as its API reports them.
+    List {
+        cluster: String,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Remove a node: revoke the node token it joined with, then delete it.
+    /// Stop its kubelet on the machine first, or it registers again.
+    Remove { cluster: String, name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -422,6 +432,12 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
             hypervisor::remove(ctx, &name, wait).await
         }
         Command::Node(NodeCmd::Join(args)) => node_join::join(ctx, *args).await,
+        Command::Node(NodeCmd::List { cluster, output }) => {
+            node::list(ctx, &cluster, output.format).await
+        }
+        Command::Node(NodeCmd::Remove { cluster, name }) => {
+            node::remove(ctx, &cluster, &name).await
+        }
         Command::Component(ComponentCmd::List { cluster, output }) => {
             fleet::components(ctx, cluster.as_deref(), output.format).await
         }

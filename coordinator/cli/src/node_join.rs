@@ -102,6 +102,11 @@ pub struct NodeJoinArgs {
     /// kubelet; do not touch systemd.
     #[arg(long)]
     pub no_systemd: bool,
+    /// How long discovery waits for cluster-info to be signed for the
+    /// token (a new token is signed within seconds; an unknown, expired or
+    /// revoked one never is).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::wait::parse_duration)]
+    pub discovery_timeout: Duration,
 }
 
 /// Shows everything but the token.
@@ -429,21 +434,43 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
     // 2. Discovery.
     let server = format!("https://{}", a.endpoint);
     let insecure = insecure_client(&server).await?;
-    let info_cm = Api::<ConfigMap>::namespaced(insecure, "kube-public")
-        .get("cluster-info")
-        .await
-        .map_err(|e| api_error("read cluster-info", &a.endpoint, e))?;
     let exposed = token.expose();
     let (id, secret) = exposed.split_once('.').unwrap_or_default();
-    let info =
-        discovery::verify(&info_cm.data.unwrap_or_default(), id, secret, &pin).map_err(|e| {
-            let exit = match e {
-                DiscoveryError::PinMismatch { .. } => Exit::Untrusted,
-                DiscoveryError::UnknownToken | DiscoveryError::BadSignature => Exit::NotAuthorized,
-                DiscoveryError::Malformed(_) => Exit::Error,
-            };
-            CliError::new(exit, e.to_string())
-        })?;
+    // A token created a moment ago is signed within seconds (the
+    // coordinator writes its Secret, then the controller-manager signs):
+    // until the deadline, no signature means "not yet" (as kubeadm's
+    // discovery retries).
+    let deadline = tokio::time::Instant::now() + a.discovery_timeout;
+    let mut waited = false;
+    let info = loop {
+        let info_cm = Api::<ConfigMap>::namespaced(insecure.clone(), "kube-public")
+            .get("cluster-info")
+            .await
+            .map_err(|e| api_error("read cluster-info", &a.endpoint, e))?;
+        match discovery::verify(&info_cm.data.unwrap_or_default(), id, secret, &pin) {
+            Ok(info) => break info,
+            Err(DiscoveryError::UnknownToken) if tokio::time::Instant::now() < deadline => {
+                if !waited {
+                    ctx.note(&format!(
+                        "discovery: cluster-info is not signed for token {id} yet; waiting up to {}s",
+                        a.discovery_timeout.as_secs()
+                    ));
+                    waited = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                let exit = match e {
+                    DiscoveryError::PinMismatch { .. } => Exit::Untrusted,
+                    DiscoveryError::UnknownToken | DiscoveryError::BadSignature => {
+                        Exit::NotAuthorized
+                    }
+                    DiscoveryError::Malformed(_) => Exit::Error,
+                };
+                return Err(CliError::new(exit, e.to_string()));
+            }
+        }
+    };
     ctx.note(&format!(
         "discovery: cluster-info signed for token {id}, CA pinned; API at {}",
         info.server

@@ -48,6 +48,7 @@ use oi_proto::api::{
     clusters_server::ClustersServer, components_server::ComponentsServer,
     hypervisors_server::HypervisorsServer, info_server::InfoServer, join_server::JoinServer,
     join_tokens_server::JoinTokensServer, node_tokens_server::NodeTokensServer,
+    nodes_server::NodesServer,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -164,6 +165,7 @@ pub async fn serve_with(
             api.clone(),
             auth.clone(),
         ))
+        .add_service(NodesServer::with_interceptor(api.clone(), auth.clone()))
         .add_service(InfoServer::with_interceptor(api, auth))
         // No interceptor: the join token is the credential.
         .add_service(JoinServer::new(joins))

@@ -9,6 +9,7 @@ use oi_proto::api as pb;
 use oi_proto::api::{
     clusters_server::Clusters, components_server::Components, hypervisors_server::Hypervisors,
     info_server::Info, join_tokens_server::JoinTokens, node_tokens_server::NodeTokens,
+    nodes_server::Nodes,
 };
 use oi_proto::model::Role;
 use std::sync::Arc;
@@ -246,6 +247,31 @@ impl NodeTokens for Api {
             .map_err(to_status)?;
         tracing::info!(admin = %who, cluster = %r.cluster, id = %r.id, "node token revoked");
         Ok(Response::new(pb::RevokeNodeTokenResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Nodes for Api {
+    async fn list(&self, req: Request<pb::ClusterRef>) -> Reply<pb::ListNodesResponse> {
+        let cluster = req.into_inner().name;
+        let nodes = self.ops.list_nodes(&cluster).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn remove(&self, req: Request<pb::NodeRef>) -> Reply<pb::RemoveNodeResponse> {
+        let who = admin(&req);
+        let r = req.into_inner();
+        let removed = self
+            .ops
+            .remove_node(&r.cluster, &r.name)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(admin = %who, cluster = %r.cluster, node = %r.name, "node removed");
+        Ok(Response::new(pb::RemoveNodeResponse {
+            revoked_tokens: removed.revoked_tokens,
+        }))
     }
 }
 

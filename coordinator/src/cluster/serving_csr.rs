@@ -127,6 +127,32 @@ pub fn judge(csr: &ServingCsr<'_>, node: Option<&NodeAddresses>) -> Verdict {
     Verdict::Approve
 }
 
+/// The node a kubelet client CSR (`kubernetes.io/kube-apiserver-client-
+/// kubelet`) asks a certificate for: its subject's `system:node:<name>`.
+/// No signature check: only used to label what the controller-manager
+/// already approved.
+pub fn client_request_node(pem: &[u8]) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let (_, csr) = X509CertificationRequest::from_der(&pem.contents).ok()?;
+    let cn = csr
+        .certification_request_info
+        .subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?;
+    cn.strip_prefix(NODE_USER_PREFIX)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// The token id of a bootstrap identity (`system:bootstrap:<id>`).
+pub fn bootstrap_token_id(username: &str) -> Option<&str> {
+    username
+        .strip_prefix("system:bootstrap:")
+        .filter(|id| oi_api_types::token::is_token_id(id))
+}
+
 struct Parsed {
     common_names: Vec<String>,
     organizations: Vec<String>,
@@ -467,6 +493,20 @@ mod tests {
             };
             assert_eq!(got, want, "{what}: {v:?}");
         }
+    }
+
+    #[test]
+    fn client_requests_name_their_node_and_token() {
+        let pem = request("system:node:w1", Some("system:nodes"), vec![], false);
+        assert_eq!(client_request_node(&pem).as_deref(), Some("w1"));
+        let other = request("admin", None, vec![], false);
+        assert_eq!(client_request_node(&other), None);
+        assert_eq!(
+            bootstrap_token_id("system:bootstrap:abcdef"),
+            Some("abcdef")
+        );
+        assert_eq!(bootstrap_token_id("system:bootstrap:ABC"), None);
+        assert_eq!(bootstrap_token_id("system:node:w1"), None);
     }
 
     #[test]

@@ -7,4 +7,5 @@
 pub mod clusters;
 pub mod hypervisors;
 pub mod node_tokens;
+pub mod nodes;
 pub mod replicas;

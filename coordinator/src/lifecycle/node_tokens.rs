@@ -5,6 +5,7 @@
 //! seconds.
 
 use super::clusters::{store_err, ClusterSecrets};
+use crate::cluster::node_bootstrap::TOKEN_SECRET_PREFIX;
 use crate::cluster::node_tokens::{check_description, NodeToken, MAX_TTL, MIN_TTL};
 use crate::coordinator::Coordinator;
 use crate::operations::{CreatedNodeToken, NodeTokenView, OpError};
@@ -100,6 +101,10 @@ impl Coordinator {
         Ok(tokens.iter().map(|t| t.view(now)).collect())
     }
 
+    /// Revokes the token in the store, then deletes its Secret from the
+    /// cluster at once (time-boxed), so that when this returns no new
+    /// node bootstraps with it; if the cluster does not answer, the node
+    /// sync deletes it when it does.
     pub async fn revoke_node_token(&self, cluster: &str, id: &str) -> Result<(), OpError> {
         if !is_token_id(id) {
             return Err(OpError::Invalid(format!(
@@ -107,7 +112,7 @@ impl Coordinator {
                  '.'): `oi cluster token list {cluster}` shows them"
             )));
         }
-        self.record_of(cluster).await?;
+        let record = self.record_of(cluster).await?;
         match self
             .inner
             .store
@@ -116,6 +121,7 @@ impl Coordinator {
         {
             Ok(()) => {
                 tracing::info!(%cluster, %id, "node token revoked");
+                self.delete_token_secret(&record, id).await;
                 self.inner.nodes_kick.cluster(cluster);
                 Ok(())
             }
@@ -124,6 +130,35 @@ impl Coordinator {
                  shows them"
             ))),
             Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn delete_token_secret(&self, record: &crate::store::ClusterRecord, id: &str) {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::api::{Api, DeleteParams};
+        let cluster = &record.spec.name;
+        if record.allocation.is_none() {
+            return;
+        }
+        let name = format!("{TOKEN_SECRET_PREFIX}{id}");
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            let client = self.cluster_client(record).await?;
+            match Api::<Secret>::namespaced(client, "kube-system")
+                .delete(&name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(anyhow::Error::from(e)),
+            }
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(%cluster, %id, error = %format!("{e:#}"),
+                "delete the revoked token's Secret now; the node sync retries"),
+            Err(_) => tracing::warn!(%cluster, %id,
+                "deleting the revoked token's Secret timed out; the node sync retries"),
         }
     }
 }

@@ -11,13 +11,14 @@
 //! cluster comes back); CSRs are looked at every pass. A cluster whose API
 //! hangs delays only itself: every call is time-boxed.
 
-mod client;
+pub(crate) mod client;
 mod sync;
+
+pub(crate) use sync::TOKEN_ANNOTATION;
 
 use crate::coordinator::Coordinator;
 use crate::operations::ClusterPhase;
 use crate::work::backoff::Backoff;
-use client::ClusterClient;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -33,7 +34,6 @@ const FORGET_EVERY: Duration = Duration::from_secs(600);
 /// What the loop remembers of one cluster between passes.
 #[derive(Default)]
 pub(crate) struct Memory {
-    pub client: Option<ClusterClient>,
     /// What tokens and `cluster-info` were last written from, and when.
     pub written: Option<(String, Instant)>,
 }
@@ -121,6 +121,18 @@ async fn queue(
     let names: HashSet<String> = records.iter().map(|r| r.spec.name.clone()).collect();
     backoff.retain(|k| names.contains(k));
     memory.retain(|k, _| names.contains(k));
+    let gone: Vec<String> = coordinator
+        .inner
+        .cluster_clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .keys()
+        .filter(|k| !names.contains(*k))
+        .cloned()
+        .collect();
+    for name in gone {
+        coordinator.forget_cluster_client(&name);
+    }
     let busy: HashSet<String> = running.values().cloned().collect();
     let now = Instant::now();
     for record in records {

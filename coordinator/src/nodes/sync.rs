@@ -1,6 +1,5 @@
 //! One pass of the node sync over one cluster.
 
-use super::client::ClusterClient;
 use super::{Memory, RESYNC};
 use crate::cluster::node_bootstrap::{
     ca_bundle, cluster_info, cluster_info_rbac, token_sync, MANAGED_BY, MANAGED_BY_LABEL,
@@ -37,7 +36,7 @@ pub(crate) async fn cluster(
         Err(e) => {
             tracing::warn!(cluster = %name, error = %format!("{e:#}"), "node sync");
             // A client that failed may hold a stale connection: make a new one.
-            mem.client = None;
+            c.forget_cluster_client(&name);
             (mem, false)
         }
     }
@@ -50,19 +49,7 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
     };
     let endpoint = allocation.endpoint();
     let secrets = ClusterSecrets::decode(name, &record.secrets).map_err(anyhow::Error::msg)?;
-    let key = format!("{}/{endpoint}", secrets.incarnation);
-    if mem.client.as_ref().map(|cc| cc.key.as_str()) != Some(key.as_str()) {
-        let kubeconfig = secrets
-            .pki
-            .admin_kubeconfig(name, &endpoint)
-            .context("issue the coordinator's kubeconfig")?;
-        mem.client = Some(ClusterClient::new(key, &kubeconfig).await?);
-    }
-    let client = mem
-        .client
-        .as_ref()
-        .map(|cc| cc.client.clone())
-        .expect("client set above");
+    let client = c.cluster_client(record).await?;
 
     let now = unix_ms();
     let tokens = c
@@ -197,6 +184,54 @@ async fn write_join_objects(
     Ok(())
 }
 
+/// The annotation on a Node naming the node token it joined with (from
+/// its kubelet's client CSR, which the controller-manager deletes an hour
+/// after approving it): `oi node remove` revokes that token.
+pub(crate) const TOKEN_ANNOTATION: &str = "oneinfra.io/bootstrap-token";
+
+async fn annotate_bootstrap_tokens(
+    nodes: &Api<Node>,
+    csrs: &[CertificateSigningRequest],
+) -> Result<()> {
+    for csr in csrs {
+        if csr.spec.signer_name != "kubernetes.io/kube-apiserver-client-kubelet" {
+            continue;
+        }
+        let Some(id) = csr
+            .spec
+            .username
+            .as_deref()
+            .and_then(serving_csr::bootstrap_token_id)
+        else {
+            continue;
+        };
+        let Some(node) = serving_csr::client_request_node(&csr.spec.request.0) else {
+            continue;
+        };
+        let Some(n) = nodes
+            .get_opt(&node)
+            .await
+            .with_context(|| format!("get node {node}"))?
+        else {
+            continue;
+        };
+        let has = n
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TOKEN_ANNOTATION));
+        if has.is_some() {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {TOKEN_ANNOTATION: id}}});
+        nodes
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("annotate node {node}"))?;
+    }
+    Ok(())
+}
+
 /// The addresses a Node reports.
 fn addresses(node: &Node) -> NodeAddresses {
     let mut out = NodeAddresses::default();
@@ -224,10 +259,11 @@ fn addresses(node: &Node) -> NodeAddresses {
 async fn approve_serving_csrs(c: &Coordinator, client: &kube::Client, cluster: &str) -> Result<()> {
     let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     let list = csrs
-        .list(&ListParams::default().fields(&format!("spec.signerName={}", serving_csr::SIGNER)))
+        .list(&ListParams::default())
         .await
         .context("list certificate signing requests")?;
     let nodes: Api<Node> = Api::all(client.clone());
+    annotate_bootstrap_tokens(&nodes, &list.items).await?;
     for csr in list.items {
         let decided = csr
             .status
