@@ -526,3 +526,100 @@ async fn removing_a_hypervisor_with_a_replica_returns_at_once_survives_a_restart
     assert!(h.removal.is_empty(), "called off, yet resumed: {h:?}");
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_tokens_need_a_placed_cluster_survive_a_restart_and_go_with_it() {
+    use oi_coordinator::tokens::TokenState;
+    use std::time::Duration;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, mut agents) = fleet(dir.path(), &[("hv-a", Role::Private)]).await;
+    let c = coord.coordinator.clone();
+    c.create_cluster(ClusterSpec::new("w", "1.37.2", 1))
+        .await
+        .unwrap();
+    // Pending (no public hypervisor): no endpoint, so no token, nothing stored.
+    let e = Operations::create_node_token(&c, "w", Duration::from_secs(3600), "")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, OpError::FailedPrecondition(m) if m.contains("not placed yet")),
+        "{e:?}"
+    );
+    assert!(Operations::list_node_tokens(&c, Some("w"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    let link = link_config(
+        &c,
+        coord.link_addr,
+        "hv-p",
+        "hv-p",
+        Role::Public,
+        dir.path(),
+    );
+    let mut public = start_agent(link, Arc::new(FakeRuntime::new())).await;
+    wait_connected(&mut public).await;
+    wait_for(&mut public.handle.placement, "ingress placed", |p| {
+        p.components.contains_key("w/ingress")
+    })
+    .await;
+    let created = Operations::create_node_token(&c, "w", Duration::from_secs(3600), "rack 4")
+        .await
+        .unwrap();
+    let endpoint = c.get_cluster("w").await.unwrap().status.endpoint;
+    assert_eq!(format!("https://{}", created.endpoint), endpoint);
+    assert!(created.ca_cert_hash.starts_with("sha256:") && created.ca_cert_hash.len() == 71);
+    assert!(created.token.starts_with(&format!("{}.", created.view.id)));
+    for (ttl, what) in [(10, "10s"), (31 * 24 * 3600, "31 days")] {
+        let e = Operations::create_node_token(&c, "w", Duration::from_secs(ttl), "")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, OpError::Invalid(_)), "{what}: {e:?}");
+    }
+    let e = Operations::create_node_token(&c, "w", Duration::from_secs(3600), "a\nb")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, OpError::Invalid(_)), "{e:?}");
+    assert!(matches!(
+        Operations::create_node_token(&c, "nope", Duration::from_secs(3600), "").await,
+        Err(OpError::NotFound(_))
+    ));
+    assert!(matches!(
+        Operations::revoke_node_token(&c, "w", "zzzzzz").await,
+        Err(OpError::NotFound(_))
+    ));
+    assert!(matches!(
+        Operations::revoke_node_token(&c, "w", "not-an-id").await,
+        Err(OpError::Invalid(_))
+    ));
+
+    // A restarted coordinator has them (sealed in the store).
+    public.handle.shutdown().await;
+    for a in agents.drain(..) {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+    let coord = start_coordinator(dir.path(), None).await.unwrap();
+    let c = coord.coordinator.clone();
+    let listed = Operations::list_node_tokens(&c, Some("w")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, created.view.id);
+    assert_eq!(listed[0].description, "rack 4");
+    assert_eq!(listed[0].state, TokenState::Active);
+    // Revoked even though the cluster's API does not answer here (the
+    // Secret's deletion is time-boxed; the node sync retries it).
+    Operations::revoke_node_token(&c, "w", &created.view.id)
+        .await
+        .unwrap();
+    let listed = Operations::list_node_tokens(&c, None).await.unwrap();
+    assert_eq!(listed[0].state, TokenState::Revoked);
+    // The cluster's deletion takes its tokens.
+    c.delete_cluster("w").await.unwrap();
+    assert!(Operations::list_node_tokens(&c, None)
+        .await
+        .unwrap()
+        .is_empty());
+    coord.shutdown().await;
+}
