@@ -128,7 +128,16 @@ YAML
   # shellcheck disable=SC2086 # the printed command line, split as printed
   setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" -- $cmd >"$dir/kubelet.log" 2>&1 </dev/null &
   echo $! >"$dir/kubelet.pid"
-  echo "worker.sh: $name joining $cluster (kubelet $version, log $dir/kubelet.log)"
+  # as `oi node join` does under systemd: once the kubelet holds its own
+  # credential, the bootstrap kubeconfig (the token) leaves the disk
+  for _ in $(seq 600); do
+    [ -f "$dir/node/kubelet.conf" ] && break
+    alive "$(cat "$dir/kubelet.pid")" || { tail -n 20 "$dir/kubelet.log" >&2; die "the kubelet of $name exited"; }
+    sleep 0.1
+  done
+  [ -f "$dir/node/kubelet.conf" ] || { tail -n 20 "$dir/kubelet.log" >&2; die "the kubelet of $name did not bootstrap within 60 s"; }
+  rm -f "$dir/node/bootstrap-kubelet.conf"
+  echo "worker.sh: $name joined $cluster (kubelet $version, log $dir/kubelet.log)"
 }
 
 # kubeadm_join NAME CLUSTER [--addr A/24]

@@ -264,6 +264,9 @@ bash "$BED/worker.sh" join w1 alpha --addr 10.214.0.31/24
 registered() { kubectl --kubeconfig "$WORK/alpha.kc" get node w1 >/dev/null 2>&1; }
 retry 90 registered || { tail -n 30 "$OI_BED_DIR/workers/w1/kubelet.log" >&2; fail "w1 did not register"; }
 ok "w1 registered (its client CSR was approved by the controller-manager)"
+[ ! -e "$OI_BED_DIR/workers/w1/node/bootstrap-kubelet.conf" ] && [ "$(stat -c %a "$OI_BED_DIR/workers/w1/node/kubelet.conf")" = 600 ] ||
+  fail "w1: the bootstrap kubeconfig is still on disk, or kubelet.conf is not 0600"
+ok "w1 holds its own credential (kubelet.conf, 0600); the token left the disk"
 serving_approved() {
   kubectl --kubeconfig "$WORK/alpha.kc" get csr -o jsonpath='{range .items[*]}{.spec.signerName} {.spec.username} {.status.conditions[0].type}{"\n"}{end}' >"$WORK/csrs" 2>/dev/null &&
     grep -qx "kubernetes.io/kubelet-serving system:node:w1 Approved" "$WORK/csrs"

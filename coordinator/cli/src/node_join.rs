@@ -102,6 +102,9 @@ pub struct NodeJoinArgs {
     /// kubelet; do not touch systemd.
     #[arg(long)]
     pub no_systemd: bool,
+    /// How long to wait for the started kubelet's TLS bootstrap (systemd).
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::wait::parse_duration)]
+    pub timeout: Duration,
     /// How long discovery waits for cluster-info to be signed for the
     /// token (a new token is signed within seconds; an unknown, expired or
     /// revoked one never is).
@@ -555,15 +558,37 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
     ))?;
     if a.no_systemd {
         return ctx.out(&format!(
-            "start the kubelet (it bootstraps its certificates itself) with:\n  {}\n",
-            cmd.join(" ")
+            "start the kubelet (it bootstraps its certificates itself) with:\n  {}\n             Once it has written {}, remove {}: the token is not needed on disk any more.\n",
+            cmd.join(" "),
+            paths.kubeconfig.display(),
+            paths.bootstrap.display()
         ));
     }
     write(Path::new(UNIT_PATH), unit(&cmd).as_bytes(), 0o644)?;
     systemctl(&["daemon-reload"]).await?;
     systemctl(&["enable", "--now", UNIT]).await?;
+    ctx.out(&format!("started {UNIT}; waiting for its TLS bootstrap\n"))?;
+    // As kubeadm: once the kubelet holds its own credential, the token
+    // leaves the disk.
+    let deadline = tokio::time::Instant::now() + a.timeout;
+    while !paths.kubeconfig.exists() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(CliError::new(
+                Exit::TimedOut,
+                format!(
+                    "the kubelet did not bootstrap within {}s: see `journalctl -u {UNIT}`",
+                    a.timeout.as_secs()
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    std::fs::remove_file(&paths.bootstrap)
+        .map_err(|e| error(format!("remove {}: {e}", paths.bootstrap.display())))?;
     ctx.out(&format!(
-        "started {UNIT}; the node appears in `oi node list CLUSTER` once its kubelet bootstrapped\n"
+        "the kubelet bootstrapped its client certificate ({}); removed the bootstrap kubeconfig. \
+         The node appears in `oi node list CLUSTER`\n",
+        paths.kubeconfig.display()
     ))
 }
 
