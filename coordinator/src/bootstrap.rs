@@ -102,16 +102,9 @@ pub fn objects(allocation: &Allocation) -> Objects {
     }
 }
 
-/// Applies `objects` with the admin `kubeconfig`.
-pub async fn apply(kubeconfig: &str, objects: &Objects) -> anyhow::Result<()> {
+/// Applies `objects` with the cluster's client.
+pub async fn apply(client: kube::Client, objects: &Objects) -> anyhow::Result<()> {
     use anyhow::Context;
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).context("parse admin kubeconfig")?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("load admin kubeconfig")?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(15));
-    let client = kube::Client::try_from(config).context("build cluster client")?;
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "default");
     endpoints
@@ -156,15 +149,20 @@ impl Coordinator {
             {
                 continue;
             }
-            let Some(allocation) = record.allocation else {
+            let Some(allocation) = &record.allocation else {
                 continue;
             };
-            let result = match self.cluster_kubeconfig(&name).await {
-                Ok(kc) => apply(&kc, &objects(&allocation))
+            // The client shared with the node sync: one admin certificate
+            // per cluster incarnation, not one per attempt.
+            let result = match self.cluster_client(&record).await {
+                Ok(client) => apply(client, &objects(allocation))
                     .await
                     .map_err(|e| format!("{e:#}")),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(format!("{e:#}")),
             };
+            if result.is_err() {
+                self.forget_cluster_client(&name);
+            }
             let mut done = self
                 .inner
                 .bootstrapped

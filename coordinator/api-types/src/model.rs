@@ -300,9 +300,15 @@ pub struct Allocation {
 impl Allocation {
     /// `https://<ingress address>:<port>`, the cluster's API endpoint.
     pub fn endpoint(&self) -> String {
+        format!("https://{}", self.host_port())
+    }
+
+    /// `<ingress address>:<port>` (an IPv6 address in brackets), as join
+    /// lines and kubeadm's `controlPlaneEndpoint` name it.
+    pub fn host_port(&self) -> String {
         match self.ingress.address.parse::<IpAddr>() {
-            Ok(IpAddr::V6(a)) => format!("https://[{a}]:{}", self.ingress.port),
-            _ => format!("https://{}:{}", self.ingress.address, self.ingress.port),
+            Ok(IpAddr::V6(a)) => format!("[{a}]:{}", self.ingress.port),
+            _ => format!("{}:{}", self.ingress.address, self.ingress.port),
         }
     }
 }
@@ -429,6 +435,7 @@ mod tests {
             },
         };
         assert_eq!(a.endpoint(), "https://[fd00::1]:30000");
+        assert_eq!(a.host_port(), "[fd00::1]:30000");
     }
 
     #[test]

@@ -24,6 +24,8 @@ use std::net::IpAddr;
 use x509_parser::prelude::*;
 
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";
+/// The signer of kubelets' client certificates (TLS bootstrap).
+pub const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const NODE_USER_PREFIX: &str = "system:node:";
 const NODES_GROUP: &str = "system:nodes";
 

@@ -15,11 +15,6 @@ use oi_api_types::token::{is_token_id, TokenSecret};
 use oi_proto::clock::unix_ms;
 use std::time::Duration;
 
-/// `HOST:PORT` of an `https://HOST:PORT` endpoint.
-fn host_port(endpoint: &str) -> &str {
-    endpoint.strip_prefix("https://").unwrap_or(endpoint)
-}
-
 impl Coordinator {
     pub async fn create_node_token(
         &self,
@@ -51,7 +46,7 @@ impl Coordinator {
                 )
             })
             .map_err(|e| OpError::Internal(format!("hash the cluster CA certificate: {e:#}")))?;
-        let endpoint = host_port(&allocation.endpoint()).to_string();
+        let endpoint = allocation.host_port();
         let now = unix_ms();
         // A 6-character id may collide (36^6 ids); draw again then.
         for _ in 0..5 {

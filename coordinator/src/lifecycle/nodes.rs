@@ -3,9 +3,8 @@
 //! that no machine bootstraps with it again, then delete the Node.
 
 use super::clusters::store_err;
-use crate::cluster::serving_csr;
 use crate::coordinator::Coordinator;
-use crate::nodes::TOKEN_ANNOTATION;
+use crate::nodes::{bootstrap_of, TOKEN_ANNOTATION};
 use crate::operations::{NodeView, OpError, RemovedNode};
 use crate::store::StoreError;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -109,19 +108,13 @@ impl Coordinator {
             .list(&ListParams::default())
             .await
             .map_err(|e| unavailable(cluster, "list the certificate signing requests", e))?;
-        for csr in &csrs.items {
-            let Some(id) = csr
-                .spec
-                .username
-                .as_deref()
-                .and_then(serving_csr::bootstrap_token_id)
-            else {
-                continue;
-            };
-            if serving_csr::client_request_node(&csr.spec.request.0).as_deref() == Some(name) {
-                ids.insert(id.to_string());
-            }
-        }
+        ids.extend(
+            csrs.items
+                .iter()
+                .filter_map(bootstrap_of)
+                .filter(|(_, node)| node == name)
+                .map(|(id, _)| id),
+        );
         let now = unix_ms();
         let tokens = self
             .inner

@@ -1,6 +1,6 @@
-//! A kube client per managed cluster, shared by the node sync and the
-//! node API: one admin certificate per cluster incarnation and endpoint,
-//! not one per call.
+//! A kube client per managed cluster, shared by the bootstrap, the node
+//! sync and the node API: one admin certificate per cluster incarnation
+//! and endpoint, not one per call or attempt.
 
 use crate::coordinator::Coordinator;
 use crate::lifecycle::clusters::ClusterSecrets;

@@ -14,7 +14,7 @@
 pub(crate) mod client;
 mod sync;
 
-pub(crate) use sync::TOKEN_ANNOTATION;
+pub(crate) use sync::{bootstrap_of, TOKEN_ANNOTATION};
 
 use crate::coordinator::Coordinator;
 use crate::operations::ClusterPhase;

@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use oi_api_types::token::TokenState;
 use oi_proto::clock::unix_ms;
+use std::collections::HashMap;
 use tokio::time::Instant;
 
 const FIELD_MANAGER: &str = "oneinfra";
@@ -62,8 +63,8 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
         &secrets.pki.apiserver_ca.cert_pem,
         &secrets.pki.kubelet_client_ca.cert_pem,
     );
-    let host_port = endpoint.strip_prefix("https://").unwrap_or(&endpoint);
-    let configs = config_maps(&record.spec, host_port).context("build node config maps")?;
+    let configs =
+        config_maps(&record.spec, &allocation.host_port()).context("build node config maps")?;
     let source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
     let fresh = matches!(&mem.written, Some((f, at)) if *f == source && at.elapsed() < RESYNC);
     if !fresh {
@@ -189,30 +190,29 @@ async fn write_join_objects(
 /// after approving it): `oi node remove` revokes that token.
 pub(crate) const TOKEN_ANNOTATION: &str = "oneinfra.io/bootstrap-token";
 
+/// The node token a kubelet's client CSR was made with, and the node it
+/// asks for: `(token id, node name)`, for a CSR of a bootstrap identity.
+pub(crate) fn bootstrap_of(csr: &CertificateSigningRequest) -> Option<(String, String)> {
+    if csr.spec.signer_name != serving_csr::CLIENT_SIGNER {
+        return None;
+    }
+    let id = csr
+        .spec
+        .username
+        .as_deref()
+        .and_then(serving_csr::bootstrap_token_id)?;
+    let node = serving_csr::client_request_node(&csr.spec.request.0)?;
+    Some((id.to_string(), node))
+}
+
+/// Notes on each Node the token it joined with, once.
 async fn annotate_bootstrap_tokens(
     nodes: &Api<Node>,
+    known: &HashMap<String, Node>,
     csrs: &[CertificateSigningRequest],
 ) -> Result<()> {
-    for csr in csrs {
-        if csr.spec.signer_name != "kubernetes.io/kube-apiserver-client-kubelet" {
-            continue;
-        }
-        let Some(id) = csr
-            .spec
-            .username
-            .as_deref()
-            .and_then(serving_csr::bootstrap_token_id)
-        else {
-            continue;
-        };
-        let Some(node) = serving_csr::client_request_node(&csr.spec.request.0) else {
-            continue;
-        };
-        let Some(n) = nodes
-            .get_opt(&node)
-            .await
-            .with_context(|| format!("get node {node}"))?
-        else {
+    for (id, node) in csrs.iter().filter_map(bootstrap_of) {
+        let Some(n) = known.get(&node) else {
             continue;
         };
         let has = n
@@ -262,18 +262,35 @@ async fn approve_serving_csrs(c: &Coordinator, client: &kube::Client, cluster: &
         .list(&ListParams::default())
         .await
         .context("list certificate signing requests")?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    annotate_bootstrap_tokens(&nodes, &list.items).await?;
-    for csr in list.items {
-        let decided = csr
-            .status
+    // Nodes are read once a pass, and only when a CSR needs them: a pending
+    // serving CSR, or a bootstrap client CSR (kept an hour after approval).
+    let pending = |csr: &CertificateSigningRequest| {
+        !csr.status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|c| {
                 c.iter()
                     .any(|c| matches!(c.type_.as_str(), "Approved" | "Denied" | "Failed"))
-            });
-        if decided {
+            })
+    };
+    let needs_nodes = list.items.iter().any(|csr| {
+        bootstrap_of(csr).is_some() || (csr.spec.signer_name == serving_csr::SIGNER && pending(csr))
+    });
+    if !needs_nodes {
+        return Ok(());
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let known: HashMap<String, Node> = nodes
+        .list(&ListParams::default())
+        .await
+        .context("list nodes")?
+        .items
+        .into_iter()
+        .filter_map(|n| Some((n.metadata.name.clone()?, n)))
+        .collect();
+    annotate_bootstrap_tokens(&nodes, &known, &list.items).await?;
+    for csr in list.items {
+        if !pending(&csr) {
             continue;
         }
         let csr_name = csr.metadata.name.clone().unwrap_or_default();
@@ -281,13 +298,7 @@ async fn approve_serving_csrs(c: &Coordinator, client: &kube::Client, cluster: &
         let groups = spec.groups.clone().unwrap_or_default();
         let usages = spec.usages.clone().unwrap_or_default();
         let username = spec.username.clone().unwrap_or_default();
-        let node = match serving_csr::requesting_node(&username, &groups) {
-            Some(n) => nodes
-                .get_opt(n)
-                .await
-                .with_context(|| format!("get node {n}"))?,
-            None => None,
-        };
+        let node = serving_csr::requesting_node(&username, &groups).and_then(|n| known.get(n));
         let verdict = serving_csr::judge(
             &ServingCsr {
                 signer_name: &spec.signer_name,
@@ -296,7 +307,7 @@ async fn approve_serving_csrs(c: &Coordinator, client: &kube::Client, cluster: &
                 usages: &usages,
                 request_pem: &spec.request.0,
             },
-            node.as_ref().map(addresses).as_ref(),
+            node.map(addresses).as_ref(),
         );
         let (kind, reason, message) = match verdict {
             Verdict::NotOurs => continue,
