@@ -107,10 +107,16 @@ impl Operations for Coordinator {
         }
         spec.validate(&self.inner.matrix.versions())
             .map_err(|e| OpError::Invalid(e.to_string()))?;
-        let mut scaled = existing.spec.clone();
-        scaled.replicas = spec.replicas;
-        if scaled == spec {
-            self.set_replicas(&spec.name, spec.replicas).await?;
+        let mut changeable = existing.spec.clone();
+        changeable.replicas = spec.replicas;
+        changeable.addons = spec.addons.clone();
+        if changeable == spec {
+            if existing.spec.addons != spec.addons {
+                self.set_addons(&spec.name, spec.addons.clone()).await?;
+            }
+            if existing.spec.replicas != spec.replicas {
+                self.set_replicas(&spec.name, spec.replicas).await?;
+            }
             return Ok((
                 Coordinator::get_cluster(self, &spec.name).await?,
                 ApplyOutcome::Updated,
@@ -136,7 +142,7 @@ impl Operations for Coordinator {
         .collect();
         Err(OpError::FailedPrecondition(format!(
             "cluster {:?} exists, and {} of an existing cluster cannot be changed here (only \
-             replicas can); nothing was changed",
+             replicas and addons can); nothing was changed",
             spec.name,
             changed.join(", ")
         )))

@@ -22,7 +22,11 @@ die() { echo "$PROG: error: $*" >&2; exit 1; }
 # ingress image; etcd and Kubernetes themselves come from Go modules
 # (kubernetes.sh)
 # curl: health checks of the bring-up
-pkgs=(containerd runc busybox-static iproute2 util-linux jq tar coreutils etcd-client haproxy curl)
+# containernetworking-plugins (bridge, host-local, portmap, loopback in
+# /usr/lib/cni), iptables (the bridge plugin's masquerade; kube-proxy's
+# image carries its own) and conntrack: the workers' pod network
+pkgs=(containerd runc busybox-static iproute2 util-linux jq tar coreutils etcd-client haproxy curl
+	containernetworking-plugins iptables conntrack)
 for a in "$@"; do
 	case $a in
 	--dev) pkgs+=(shellcheck) ;;

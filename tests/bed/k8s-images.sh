@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Control-plane images for the test bed, built from local binaries (no
-# registry), for each Kubernetes version asked: kube-apiserver,
-# kube-controller-manager, kube-scheduler (tag vV) and etcd (tag E-0, the
-# etcd that V pairs with), all from kubernetes.sh's Go-module builds; and
-# haproxy (Debian's haproxy, tag major.minor).
+# Images for the test bed, built from local binaries (no registry), for
+# each Kubernetes version asked. For hypervisors (--role hypervisor, the
+# default): kube-apiserver, kube-controller-manager, kube-scheduler (tag vV)
+# and etcd (tag E-0, the etcd that V pairs with), all from kubernetes.sh's
+# Go-module builds, and haproxy (Debian's haproxy, tag major.minor). For
+# workers (--role worker): the add-ons' kube-proxy (tag vV, with Debian's
+# iptables-nft and conntrack) and coredns (tag vC, the CoreDNS V pairs with).
 #
-#   k8s-images.sh build [--repo R] [--versions LIST]     # prints the tarball paths
-#   k8s-images.sh names [--repo R] [--versions LIST]     # prints the image names
-#   k8s-images.sh import [--repo R] [--versions LIST] [--force] SOCKET|INSTANCE...
+#   k8s-images.sh build [--repo R] [--versions LIST] [--role ROLE]   # prints the tarball paths
+#   k8s-images.sh names [--repo R] [--versions LIST] [--role ROLE]   # prints the image names
+#   k8s-images.sh import [--repo R] [--versions LIST] [--role ROLE] [--force] SOCKET|INSTANCE...
 #
 # R defaults to localhost/oneinfra; LIST is comma-separated Kubernetes
 # versions, "all" (every row of versions.tsv) or "newest" (the default).
@@ -25,12 +27,16 @@ REPO=localhost/oneinfra
 RECIPE_VERSION=2
 KUBE=(kube-apiserver kube-controller-manager kube-scheduler)
 VERSIONS=newest
+ROLE=hypervisor
+# iptables' extensions, which xtables-nft-multi dlopens (ldd does not list them)
+XTABLES=/usr/lib/$(uname -m)-linux-gnu/xtables
+IPTABLES_NAMES=(iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore)
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 note() { echo "$PROG: $*" >&2; }
 
 usage() {
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
@@ -40,7 +46,7 @@ pkg_version() { dpkg-query -W -f='${Version}' "$1"; }
 # fails without it
 ensure_packages() {
 	local missing=() p
-	for p in haproxy; do installed "$p" || missing+=("$p"); done
+	for p in haproxy iptables conntrack; do installed "$p" || missing+=("$p"); done
 	((${#missing[@]})) || return 0
 	[[ $(id -u) == 0 ]] || die "need root to install ${missing[*]}"
 	note "installing ${missing[*]}"
@@ -83,8 +89,16 @@ versions_of() {
 # the images of the versions asked, one "NAME TAG" per line, each once:
 # the kube-* of each version, the etcd each pairs with, haproxy
 entries() {
-	local v etcd vs name
+	local v etcd coredns vs name
 	vs=$(versions_of "$VERSIONS") || exit 1
+	if [[ $ROLE == worker ]]; then
+		for v in $vs; do echo "kube-proxy v$v"; done
+		for v in $vs; do
+			read -r _ coredns < <("$HERE/kubernetes.sh" pairing "$v")
+			echo "coredns v$coredns"
+		done | sort -u
+		return
+	fi
 	for v in $vs; do
 		for name in "${KUBE[@]}"; do echo "$name v$v"; done
 	done
@@ -110,7 +124,7 @@ recipe() {
 	local name=$1 tag=$2 dir got
 	R_SRC=() R_ARGS=()
 	case $name in
-	kube-*)
+	kube-apiserver | kube-controller-manager | kube-scheduler)
 		dir=$("$HERE/kubernetes.sh" build --version "${tag#v}") || die "tests/bed/kubernetes.sh build --version ${tag#v} failed"
 		R_SRC=("$dir/$name")
 		R_ARGS=(--add "$dir/$name:/usr/local/bin/$name")
@@ -123,6 +137,25 @@ recipe() {
 		R_ARGS=(--add "$dir/etcd:/usr/local/bin/etcd")
 		got=$("$dir/etcd" --version 2>&1 | awk '/^etcd Version:/ {print $3}')
 		[[ $got == "${tag%-0}" ]] || die "$dir/etcd --version says '$got', not ${tag%-0}"
+		;;
+	kube-proxy)
+		dir=$("$HERE/kubernetes.sh" build --version "${tag#v}" --what kube-proxy) || die "tests/bed/kubernetes.sh build --version ${tag#v} --what kube-proxy failed"
+		[[ -d $XTABLES ]] || die "no iptables extensions in $XTABLES (package libxtables12)"
+		R_SRC=("$dir/kube-proxy" /usr/sbin/xtables-nft-multi /usr/sbin/conntrack)
+		R_ARGS=(--add "$dir/kube-proxy:/usr/local/bin/kube-proxy" --add "$XTABLES" --add /usr/sbin/conntrack)
+		local n
+		for n in "${IPTABLES_NAMES[@]}"; do R_ARGS+=(--add "/usr/sbin/xtables-nft-multi:/usr/sbin/$n"); done
+		R_ARGS+=(--with-libs)
+		got=$("$dir/kube-proxy" --version 2>&1 | awk '{print $2}')
+		[[ $got == "$tag" ]] || die "$dir/kube-proxy --version says '$got', not $tag"
+		;;
+	coredns)
+		dir=$("$HERE/kubernetes.sh" coredns --version "${tag#v}") || die "tests/bed/kubernetes.sh coredns --version ${tag#v} failed"
+		R_SRC=("$dir/coredns")
+		# where the upstream image has it (its entrypoint)
+		R_ARGS=(--add "$dir/coredns:/coredns")
+		got=$("$dir/coredns" -version 2>&1 | awk -F- '/^CoreDNS-/ {print $2; exit}')
+		[[ v$got == "$tag" ]] || die "$dir/coredns -version says '$got', not ${tag#v}"
 		;;
 	haproxy)
 		# libgcc_s.so.1 (which glibc dlopens for pthread_cancel/pthread_exit
@@ -143,6 +176,7 @@ input_key() {
 	echo "recipe $RECIPE_VERSION $REPO/$name:$tag ${R_ARGS[*]}"
 	echo "image.sh $(sha256sum "$HERE/image.sh" | cut -d' ' -f1)"
 	[[ $name != haproxy ]] || echo "haproxy $(pkg_version haproxy)"
+	[[ $name != kube-proxy ]] || echo "iptables $(pkg_version iptables) conntrack $(pkg_version conntrack) $(find "$XTABLES" -type f -printf '%f %s %T@\n' | LC_ALL=C sort | sha256sum | cut -d' ' -f1)"
 	{
 		printf '%s\n' "$BUSYBOX" "${R_SRC[@]}"
 		if [[ ${R_ARGS[*]} == *--with-libs* ]]; then
@@ -161,6 +195,7 @@ parse_repo() { # sets REPO and ARGS (the rest)
 		case $1 in
 		--repo) [[ $# -ge 2 ]] || die "--repo needs a value"; REPO=${2%/}; shift 2 ;;
 		--versions) [[ $# -ge 2 ]] || die "--versions needs a value (1.37.2,1.36.3, all or newest)"; VERSIONS=$2; shift 2 ;;
+		--role) [[ $# -ge 2 && ($2 == hypervisor || $2 == worker) ]] || die "--role needs hypervisor or worker"; ROLE=$2; shift 2 ;;
 		*) ARGS+=("$1"); shift ;;
 		esac
 	done
@@ -172,7 +207,7 @@ dir_of() { echo "$CACHE/$REPO"; }
 
 # build (or find in the cache) every image; prints the tarball paths
 cmd_build() {
-	[[ $# -eq 0 ]] || die "build takes only --repo and --versions"
+	[[ $# -eq 0 ]] || die "build takes only --repo, --versions and --role"
 	[[ $(id -u) == 0 ]] || die "run as root (installs packages, writes $CACHE)"
 	ensure_packages
 	local dir name tag key out t0 list
@@ -209,7 +244,7 @@ cmd_build() {
 
 # image names of the versions asked
 cmd_names() {
-	[[ $# -eq 0 ]] || die "names takes only --repo and --versions"
+	[[ $# -eq 0 ]] || die "names takes only --repo, --versions and --role"
 	local name tag list
 	list=$(entries)
 	while read -r name tag; do echo "$REPO/$name:$tag"; done <<<"$list"
@@ -231,7 +266,7 @@ cmd_import() {
 	dir=$(dir_of)
 	list=$(entries)
 	while read -r name tag <&3; do
-		[[ -f $dir/$name-$tag.key ]] || die "no $REPO/$name:$tag image in $dir; run '$PROG build --repo $REPO --versions $VERSIONS' first"
+		[[ -f $dir/$name-$tag.key ]] || die "no $REPO/$name:$tag image in $dir; run '$PROG build --repo $REPO --versions $VERSIONS --role $ROLE' first"
 	done 3<<<"$list"
 	local target sock ref digest have t0
 	for target in "${targets[@]}"; do

@@ -2,7 +2,9 @@
 # Local bring-up: a coordinator with its embedded store, hypervisors (two
 # private, one public by default), each an oi-agent driving its own
 # containerd in its own network namespace, with the control-plane images
-# side-loaded, and a cluster "demo" that answers kubectl. Needs root.
+# side-loaded, a cluster "demo" that answers kubectl, and a worker "w1"
+# joined to it with `oi node join` (its own containerd and network
+# namespace), Ready, running a busybox pod. Needs root.
 # Stop with down.sh. Environment: see tests/bed/README.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +23,8 @@ PRIVATE=${OI_BED_PRIVATE:-2}
 # coordinator's default, the newest of the matrix).
 CLUSTER=${OI_BED_CLUSTER-demo}
 CLUSTER_VERSION=${OI_BED_CLUSTER_VERSION:-}
+# The worker joined to that cluster (empty: none).
+WORKER=${OI_BED_WORKER-w1}
 # The Kubernetes versions whose images the hypervisors get (k8s-images.sh
 # --versions: a comma-separated list, "all" or "newest").
 VERSIONS=${OI_BED_VERSIONS:-newest}
@@ -156,7 +160,26 @@ if [ -n "$CLUSTER" ]; then
     $OI cluster create "$CLUSTER" ${CLUSTER_VERSION:+--kubernetes-version "$CLUSTER_VERSION"} --wait --timeout 5m
   fi
   $OI cluster kubeconfig "$CLUSTER" -f "$BED_DIR/$CLUSTER.kubeconfig"
-  cluster_line="  cluster      $CLUSTER: kubectl --kubeconfig $BED_DIR/$CLUSTER.kubeconfig get ns"
+  cluster_line="  cluster      $CLUSTER: kubectl --kubeconfig $BED_DIR/$CLUSTER.kubeconfig get nodes"
+  KC=(kubectl --kubeconfig "$BED_DIR/$CLUSTER.kubeconfig")
+  if [ -n "$WORKER" ]; then
+    if [ ! -d "$BED_DIR/workers/$WORKER" ]; then
+      echo "==> joining worker $WORKER to $CLUSTER (oi node join)"
+      OI_BIN=$BIN/oi OI_CONFIG=$COORD_DIR/data/admin.conf bash "$HERE/worker.sh" join "$WORKER" "$CLUSTER"
+    fi
+    for _ in $(seq 60); do "${KC[@]}" get node "$WORKER" >/dev/null 2>&1 && break; sleep 1; done
+    "${KC[@]}" wait --for=condition=Ready "node/$WORKER" --timeout=120s >/dev/null ||
+      die "worker $WORKER is not Ready; see $BED_DIR/workers/$WORKER/kubelet.log and network.log"
+    if ! "${KC[@]}" get pod hello >/dev/null 2>&1; then
+      "${KC[@]}" run hello --image=oi-test/busybox:1 --image-pull-policy=Never --restart=Never \
+        --overrides="{\"spec\": {\"nodeName\": \"$WORKER\"}}" -- sh -c 'echo hello from $(hostname); sleep 3600' >/dev/null
+    fi
+    "${KC[@]}" wait --for=condition=Ready pod/hello --timeout=120s >/dev/null ||
+      die "pod hello did not start on $WORKER: $("${KC[@]}" describe pod hello | tail -n 5)"
+    cluster_line="$cluster_line
+  worker       $WORKER (Ready; kubelet log $BED_DIR/workers/$WORKER/kubelet.log), pod hello runs on it:
+               kubectl --kubeconfig $BED_DIR/$CLUSTER.kubeconfig logs hello"
+  fi
 fi
 
 cat <<TXT

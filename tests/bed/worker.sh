@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Workers for the bed: each its own containerd in its own network namespace,
 # joined to a cluster with `oi node join --no-systemd` (a real node token,
-# real discovery and TLS bootstrap), its kubelet run in that namespace only
-# (`nsenter --net`: it stays in the host's mount namespace, so runc sees its
-# volume mounts). Needs root, a running bed (up.sh) and a ready cluster.
+# real discovery and TLS bootstrap), its kubelet and `oi node network` run
+# in that namespace only (`nsenter --net`: they stay in the host's mount
+# namespace, so runc sees the volume mounts). Pod networking is the
+# cluster's bridge CNI (Debian's plugins in /usr/lib/cni); the add-ons'
+# images (kube-proxy, CoreDNS) and the test busybox are side-loaded. Needs
+# root, a running bed (up.sh) and a ready cluster.
 #
 #   worker.sh join NAME CLUSTER [--addr A.B.C.D/24] [--version V]
 #   worker.sh kubeadm-join NAME CLUSTER [--addr A.B.C.D/24]
@@ -13,7 +16,8 @@
 #                            /var/lib/kubelet are the worker's directories;
 #                            its kubelet runs there too (enough for the join
 #                            and the API server reaching it; pods' volumes
-#                            would be invisible to runc, so run no pods on it)
+#                            would be invisible to runc, so it registers
+#                            with a NoSchedule taint: no pods run on it)
 #   worker.sh stop NAME      stop its kubelet and containerd; forget it
 #   worker.sh teardown       stop every worker and undo the kubelet's host
 #                            side effects (sysctls, kubepods cgroups, logs)
@@ -32,6 +36,7 @@ WORKERS=$BED_DIR/workers
 OI=${OI_BIN:-$ROOT/target/debug/oi}
 export OI_CONFIG=${OI_CONFIG:-$BED_DIR/coordinator/data/admin.conf}
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
+CNI_BIN=${OI_BED_CNI_BIN:-/usr/lib/cni}
 
 die() { echo "worker.sh: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root: containerd, network namespaces and the kubelet need it"
@@ -42,7 +47,7 @@ save_host() {
   mkdir -p "$WORKERS"
   {
     for s in "${SYSCTLS[@]}"; do echo "sysctl $s $(sysctl -n "$s")"; done
-    for d in /var/log/pods /var/log/containers; do [ -e "$d" ] && echo "existed $d"; done
+    for d in /var/log/pods /var/log/containers /var/lib/cni /run/xtables.lock; do [ -e "$d" ] && echo "existed $d"; done
     true
   } >"$WORKERS/host.saved"
 }
@@ -53,27 +58,51 @@ restore_host() {
   while read -r kind a b; do
     if [ "$kind" = sysctl ]; then sysctl -qw "$a=$b"; fi
   done <"$WORKERS/host.saved"
-  for d in /var/log/pods /var/log/containers; do
+  # the kubelet's logs, libcni's result cache, kube-proxy's lock file
+  for d in /var/log/pods /var/log/containers /var/lib/cni /run/xtables.lock; do
     grep -qx "existed $d" "$WORKERS/host.saved" || rm -rf "$d"
   done
   # kubepods cgroups, deepest first (rmdir removes only empty ones)
-  find /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/kubepods* -depth -type d -exec rmdir {} + 2>/dev/null || true
+  find /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/kubepods* /sys/fs/cgroup/*/oibed-* -depth -type d -exec rmdir {} + 2>/dev/null || true
   rm -f "$WORKERS/host.saved"
 }
 
+# Every kubelet of the bed shares the host's cgroup hierarchies, and a
+# kubelet kills and removes pod cgroups under its root that it does not
+# know: each worker's kubelet gets its own cgroupRoot, made here in every
+# v1 hierarchy (cpuset needs its cpus and mems copied from the parent).
+cgroup_root() { echo "/oibed-$NETNS_PREFIX$1"; }
+make_cgroup_root() {
+  local root d
+  root=$(cgroup_root "$1")
+  for d in /sys/fs/cgroup/*/; do
+    [ "$d" = /sys/fs/cgroup/unified/ ] && continue
+    mkdir -p "$d${root#/}"
+  done
+  if [ -d /sys/fs/cgroup/cpuset ]; then
+    cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset$root/cpuset.cpus"
+    cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset$root/cpuset.mems"
+  fi
+}
+remove_cgroup_root() {
+  find /sys/fs/cgroup/*/"$(cgroup_root "$1" | sed 's|^/||')" -depth -type d -exec rmdir {} + 2>/dev/null || true
+}
+
 stop_one() {
-  local name=$1 dir=$WORKERS/$1
-  if [ -f "$dir/kubelet.pid" ]; then
+  local name=$1 dir=$WORKERS/$1 f
+  for f in network.pid kubelet.pid; do
+    [ -f "$dir/$f" ] || continue
     local pid
-    pid=$(cat "$dir/kubelet.pid")
+    pid=$(cat "$dir/$f")
     if alive "$pid"; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do alive "$pid" || break; sleep 0.1; done
       kill -9 "$pid" 2>/dev/null || true
     fi
-  fi
+  done
   "$HERE/containerd.sh" stop "$name" >/dev/null 2>&1 || true
   umount -R "$dir/root" 2>/dev/null || true
+  remove_cgroup_root "$name"
   rm -rf "$dir"
 }
 
@@ -97,12 +126,20 @@ join() {
   mkdir -p "$dir"
   local sock
   if [ -n "$addr" ]; then
-    sock=$("$HERE/containerd.sh" start "$name" --netns --addr "$addr")
+    sock=$("$HERE/containerd.sh" start "$name" --netns --addr "$addr" --cni-bin "$CNI_BIN")
   else
-    sock=$("$HERE/containerd.sh" start "$name" --netns)
+    sock=$("$HERE/containerd.sh" start "$name" --netns --cni-bin "$CNI_BIN")
   fi
   "$HERE/image.sh" build oi-test/busybox:1 "$WORKERS/busybox.tar" --cmd sh >/dev/null
   "$HERE/image.sh" import "$WORKERS/busybox.tar" "$sock" >/dev/null
+  "$HERE/k8s-images.sh" build --role worker --versions "$version" >/dev/null
+  "$HERE/k8s-images.sh" import --role worker --versions "$version" "$sock"
+  # The bed's namespaces have no default route: the service range goes
+  # out eth0, where kube-proxy's rules take it (a host with a default route
+  # needs nothing).
+  local service_cidr
+  service_cidr=$("$OI" cluster get "$cluster" -o json | sed -n 's/.*"serviceCidr": "\(.*\)".*/\1/p')
+  ip -n "$NETNS_PREFIX$name" route replace "$service_cidr" dev eth0
   "$OI" cluster token create "$cluster" --ttl 1h --description "bed worker $name" -o json >"$dir/token.json"
   local endpoint token hash
   endpoint=$(sed -n 's/.*"endpoint": "\(.*\)".*/\1/p' "$dir/token.json")
@@ -111,23 +148,32 @@ join() {
   rm -f "$dir/token.json"
   # The sandbox cannot lower the OOM score; the bed may have swap; pod logs
   # stay in the worker's directory.
+  make_cgroup_root "$name"
   cat >"$dir/kubelet-patch.yaml" <<YAML
 oomScoreAdj: 0
 failSwapOn: false
 podLogsDir: $dir/pod-logs
 healthzPort: 10248
+cgroupRoot: $(cgroup_root "$name")
 YAML
   nsenter --net="/run/netns/$NETNS_PREFIX$name" -- env OI_NODE_TOKEN="$token" "$OI" node join \
     --endpoint "$endpoint" --ca-cert-hash "$hash" --name "$name" \
     --kubelet "$kubelet" --cri-socket "$sock" --allow-cgroup-v1 \
     --dir "$dir/node" --root-dir "$dir/root" --kubelet-config-patch "$dir/kubelet-patch.yaml" \
+    --cni-conf-dir "$BED_DIR/$name/cni/net.d" --cni-bin-dir "$CNI_BIN" --cni-state-dir "$dir/cni-state" \
     --no-systemd >"$dir/join.out"
   local cmd
   cmd=$(sed -n 's/^  \(.*kubelet --config=.*\)$/\1/p' "$dir/join.out")
   [ -n "$cmd" ] || { cat "$dir/join.out" >&2; die "oi node join printed no kubelet command"; }
+  local netcmd
+  netcmd=$(sed -n 's/^  \(.* node network .*\)$/\1/p' "$dir/join.out")
+  [ -n "$netcmd" ] || { cat "$dir/join.out" >&2; die "oi node join printed no node network command"; }
   # shellcheck disable=SC2086 # the printed command line, split as printed
   setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" -- $cmd >"$dir/kubelet.log" 2>&1 </dev/null &
   echo $! >"$dir/kubelet.pid"
+  # shellcheck disable=SC2086 # the printed command line, split as printed
+  setsid nsenter --net="/run/netns/$NETNS_PREFIX$name" -- $netcmd >"$dir/network.log" 2>&1 </dev/null &
+  echo $! >"$dir/network.pid"
   # as `oi node join` does under systemd: once the kubelet holds its own
   # credential, the bootstrap kubeconfig (the token) leaves the disk
   for _ in $(seq 600); do
@@ -167,7 +213,9 @@ kubeadm_join() {
   [ -n "$line" ] || die "oi cluster token create printed no kubeadm line"
   # kubeadm's own patch mechanism for what this host needs (cgroup v1,
   # swap, an OOM score the sandbox cannot lower)
+  make_cgroup_root "$name"
   cat >"$dir/patches/kubeletconfiguration+merge.yaml" <<YAML
+cgroupRoot: $(cgroup_root "$name")
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0
@@ -201,7 +249,8 @@ SH
     "$bin/kubelet" --config=/var/lib/kubelet/config.yaml \
     --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
     --kubeconfig=/etc/kubernetes/kubelet.conf --container-runtime-endpoint="unix://$sock" \
-    --node-ip="${addr%/*}" $flags >"$dir/kubelet.log" 2>&1 </dev/null &
+    --node-ip="${addr%/*}" --register-with-taints=oneinfra.io/bed-no-pods=true:NoSchedule \
+    $flags >"$dir/kubelet.log" 2>&1 </dev/null &
   echo $! >"$dir/kubelet.pid"
   local rc=0
   wait "$kpid" || rc=$?

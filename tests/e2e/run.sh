@@ -112,7 +112,7 @@ kill_coordinator() {
 }
 
 # what kubelets change on the host, to check worker.sh puts it back
-host_state() { sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops | paste -sd' '; ls -d /var/log/pods /var/log/containers 2>/dev/null || true; }
+host_state() { sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops | paste -sd' '; ls -d /var/log/pods /var/log/containers /var/lib/cni /run/xtables.lock 2>/dev/null || true; }
 HOST_BEFORE=$(host_state)
 step "bring up the bed (images of ${VERSIONS[*]}, coordinator, 3 private + 1 public hypervisors)"
 bash "$BED/down.sh" >/dev/null 2>&1 || true
@@ -288,7 +288,7 @@ refused() { # WANT_EXIT NEEDLE ARGS...: oi node join refuses with WANT_EXIT and 
   local want=$1 needle=$2 rc=0
   shift 2
   rm -rf "$WORK/refused"
-  "$OI" node join --endpoint "$ep" --kubelet "$kubelet_bin" --cri-socket "$w1_sock" \
+  "$OI" node join --endpoint "$ep" --kubelet "$kubelet_bin" --cri-socket "$w1_sock" --cni-bin-dir "${REFUSED_CNI_BIN:-/usr/lib/cni}" \
     --dir "$WORK/refused" --root-dir "$WORK/refused-root" --no-systemd --discovery-timeout 3s "$@" >"$WORK/refused.out" 2>&1 || rc=$?
   [ "$rc" = "$want" ] || fail "oi node join $*: exit $rc, want $want: $(cat "$WORK/refused.out")"
   grep -q -- "$needle" "$WORK/refused.out" || fail "oi node join $*: $(cat "$WORK/refused.out")"
@@ -297,12 +297,14 @@ refused() { # WANT_EXIT NEEDLE ARGS...: oi node join refuses with WANT_EXIT and 
 refused 9 "does not match --ca-cert-hash" --token "$token2" --ca-cert-hash "sha256:$(printf '0%.0s' $(seq 64))" --name w2
 refused 8 "does not know this join token" --token "zzzzzz.0123456789abcdef" --ca-cert-hash "$hash" --name w2
 refused 4 'has a node named "w1"' --token "$token2" --ca-cert-hash "$hash" --name w1
+mkdir -p "$WORK/no-plugins"
+REFUSED_CNI_BIN=$WORK/no-plugins refused 1 "needs the CNI plugins bridge, host-local, portmap, loopback" --token "$token2" --ca-cert-hash "$hash" --name w9
 # revoke returns once the token's Secret left the cluster: the token joins
 # no machine from then on (the authenticator's cache follows within a moment)
 "$OI" cluster token revoke alpha "${token2%%.*}" >/dev/null
 sleep 1
 refused 8 "unknown, expired or revoked" --token "$token2" --ca-cert-hash "$hash" --name w2
-ok "refused, nothing written: a wrong CA pin (exit 9), an unknown or revoked token (8), a name in use (4)"
+ok "refused, nothing written: a wrong CA pin (exit 9), an unknown or revoked token (8), a name in use (4), no CNI plugins for the cluster's bridge CNI (1)"
 
 step "the same token line works with a stock kubeadm join"
 bash "$BED/worker.sh" kubeadm-join k1 alpha --addr 10.214.0.32/24 >"$WORK/kubeadm-join.out" 2>&1 ||
@@ -313,6 +315,133 @@ retry 60 k1_healthz || fail "the API server cannot reach k1's kubelet"
 ok "k1's serving certificate approved, and its kubelet trusts the API server's kubelet-client certificate (the cluster-info CA bundle)"
 bash "$BED/worker.sh" stop k1
 kubectl --kubeconfig "$WORK/alpha.kc" delete node k1 >/dev/null
+
+step "a second worker; both Ready on the bridge CNI, with kube-proxy and CoreDNS from the add-ons"
+bash "$BED/worker.sh" join w2 alpha --addr 10.214.0.33/24
+A=(kubectl --kubeconfig "$WORK/alpha.kc")
+retry 90 "${A[@]}" get node w2 || fail "w2 did not register: $(tail -n 20 "$OI_BED_DIR/workers/w2/kubelet.log")"
+"${A[@]}" wait --for=condition=Ready node/w1 node/w2 --timeout=180s >/dev/null ||
+  { tail -n 20 "$OI_BED_DIR/workers/w2/kubelet.log" "$OI_BED_DIR/workers/w2/network.log" >&2; fail "w1 and w2 are not both Ready"; }
+ok "w1 and w2 Ready (NetworkReady from the conflist oi node network wrote over each node's podCIDR)"
+for w in w1 w2; do
+  [ -f "$OI_BED_DIR/$w/cni/net.d/10-oneinfra.conflist" ] || fail "$w has no 10-oneinfra.conflist"
+done
+routes_ok() {
+  local cidr2
+  cidr2=$("${A[@]}" get node w2 -o jsonpath='{.spec.podCIDR}')
+  [ -n "$cidr2" ] && ip -n oie-w1 route show proto 222 | grep -q "^$cidr2 via 10.214.0.33"
+}
+retry 30 routes_ok || fail "w1 has no route to w2's podCIDR: $(ip -n oie-w1 route show proto 222)"
+ok "w1 routes w2's podCIDR through w2 (protocol 222: oneinfra's routes only)"
+"${A[@]}" -n kube-system rollout status daemonset/kube-proxy --timeout=180s >/dev/null ||
+  fail "kube-proxy is not running on every node: $("${A[@]}" -n kube-system get pods -o wide 2>&1)"
+ok "kube-proxy runs on both workers (the matrix image, side-loaded)"
+"${A[@]}" -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null ||
+  fail "CoreDNS is not available: $("${A[@]}" -n kube-system get pods -o wide 2>&1)"
+[ "$("${A[@]}" -n kube-system get svc kube-dns -o jsonpath='{.spec.clusterIP}')" = 10.96.0.10 ] ||
+  fail "kube-dns is not at 10.96.0.10"
+ok "CoreDNS available, Service kube-dns at the tenth service address"
+
+step "a 2-replica Deployment spread over the workers: logs, exec and port-forward on each, a ClusterIP Service from the other worker, DNS"
+cat >"$WORK/web.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: web}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: web
+        image: oi-test/busybox:1
+        imagePullPolicy: Never
+        command: [sh, -c, 'mkdir -p /www && hostname >/www/index.html && echo "web $(hostname) up" && exec httpd -f -p 8080 -h /www']
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+"${A[@]}" apply -f "$WORK/web.yaml" >/dev/null
+"${A[@]}" rollout status deployment/web --timeout=180s >/dev/null ||
+  fail "web did not roll out: $("${A[@]}" get pods -o wide 2>&1)"
+declare -A WEB_ON
+while read -r pod node; do WEB_ON[$node]=$pod; done < <("${A[@]}" get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName}{"\n"}{end}')
+[ -n "${WEB_ON[w1]:-}" ] && [ -n "${WEB_ON[w2]:-}" ] || fail "web is not spread over w1 and w2: ${!WEB_ON[*]}"
+ok "web: ${WEB_ON[w1]} on w1, ${WEB_ON[w2]} on w2"
+port=18080
+for w in w1 w2; do
+  pod=${WEB_ON[$w]}
+  logs=$("${A[@]}" logs "$pod" 2>&1) || fail "kubectl logs $pod ($w): $logs"
+  [ "$logs" = "web $pod up" ] || fail "kubectl logs $pod ($w): '$logs'"
+  got=$("${A[@]}" exec "$pod" -- cat /www/index.html 2>&1) || fail "kubectl exec $pod ($w): $got"
+  [ "$got" = "$pod" ] || fail "kubectl exec $pod ($w) read '$got'"
+  "${A[@]}" port-forward "pod/$pod" "$port:8080" >"$WORK/pf-$w.log" 2>&1 &
+  pf=$!
+  forwarded() { [ "$(curl -fsS "http://127.0.0.1:$port/" 2>/dev/null)" = "$pod" ]; }
+  retry 20 forwarded || { kill "$pf" 2>/dev/null; fail "port-forward to $pod ($w): $(cat "$WORK/pf-$w.log")"; }
+  kill "$pf" 2>/dev/null || true
+  wait "$pf" 2>/dev/null || true
+  ok "$w: kubectl logs, exec and port-forward to $pod"
+  port=$((port + 1))
+done
+for w in w1 w2; do
+  "${A[@]}" run "client-$w" --image=oi-test/busybox:1 --image-pull-policy=Never --restart=Never \
+    --overrides="{\"spec\": {\"nodeName\": \"$w\"}}" -- sleep 3600 >/dev/null
+done
+"${A[@]}" wait --for=condition=Ready pod/client-w1 pod/client-w2 --timeout=120s >/dev/null ||
+  fail "the client pods did not start: $("${A[@]}" get pods -o wide 2>&1)"
+svc_ip=$("${A[@]}" get svc web -o jsonpath='{.spec.clusterIP}')
+# a client on each worker reaches, through the Service, the web pod on the
+# other worker (kube-proxy's DNAT, then the route to the other podCIDR)
+reaches() { # CLIENT_NODE TARGET_POD URL
+  local i got
+  for i in $(seq 30); do
+    got=$("${A[@]}" exec "client-$1" -- timeout 3 wget -qO- "$3" 2>/dev/null) || got=
+    [ "$got" = "$2" ] && return 0
+  done
+  return 1
+}
+reaches w2 "${WEB_ON[w1]}" "http://$svc_ip/" || fail "client-w2 never reached ${WEB_ON[w1]} (on w1) through http://$svc_ip/"
+reaches w1 "${WEB_ON[w2]}" "http://$svc_ip/" || fail "client-w1 never reached ${WEB_ON[w2]} (on w2) through http://$svc_ip/"
+ok "ClusterIP $svc_ip: from a pod on w2 to the web pod on w1, and from w1 to w2"
+for w in w1 w2; do
+  other=w2; [ $w = w1 ] || other=w1
+  reaches "$w" "${WEB_ON[$other]}" "http://web.default.svc.cluster.local/" ||
+    fail "client-$w did not reach web.default.svc.cluster.local: $("${A[@]}" exec "client-$w" -- nslookup web.default.svc.cluster.local 2>&1 | tail -n 3)"
+done
+ok "CoreDNS: web.default.svc.cluster.local resolves and answers from a pod on each worker"
+
+step "an add-on turned off is removed; turned on, it comes back"
+cat >"$WORK/alpha-nodns.yaml" <<YAML
+name: alpha
+replicas: 3
+addons: {dns: false}
+YAML
+"$OI" apply -f "$WORK/alpha-nodns.yaml" >"$WORK/apply.out" || fail "oi apply addons.dns=false: $(cat "$WORK/apply.out")"
+dns_gone() { ! "${A[@]}" -n kube-system get deployment coredns >/dev/null 2>&1 && ! "${A[@]}" -n kube-system get svc kube-dns >/dev/null 2>&1; }
+retry 30 dns_gone || fail "dns: false left CoreDNS in alpha"
+"${A[@]}" -n kube-system get daemonset kube-proxy >/dev/null || fail "dns: false removed kube-proxy too"
+ok "addons.dns=false: the CoreDNS Deployment and the kube-dns Service are gone, kube-proxy stays"
+printf 'name: alpha\nreplicas: 3\n' >"$WORK/alpha-dns.yaml"
+"$OI" apply -f "$WORK/alpha-dns.yaml" >"$WORK/apply.out" || fail "oi apply (add-ons back on): $(cat "$WORK/apply.out")"
+"${A[@]}" -n kube-system rollout status deployment/coredns --timeout=180s >/dev/null 2>&1 ||
+  retry 60 "${A[@]}" -n kube-system rollout status deployment/coredns --timeout=5s ||
+  fail "CoreDNS did not come back"
+ok "add-ons back on: CoreDNS available again"
+"${A[@]}" delete pod client-w1 client-w2 --wait=false >/dev/null
+"${A[@]}" delete -f "$WORK/web.yaml" --wait=false >/dev/null
 
 step "oi node list shows the worker; oi node remove revokes the token it joined with and deletes it"
 w1_token() { "$OI" node list alpha >"$WORK/nodes" 2>&1 && awk '$1 == "w1" && $6 != "-" {print $6}' "$WORK/nodes" | grep -q .; }
@@ -330,8 +459,9 @@ grep -q "$w1_tid  revoked" "$WORK/tokens" || fail "w1's token is not revoked: $(
 w1_gone() { ! kubectl --kubeconfig "$WORK/alpha.kc" -n kube-system get secret "bootstrap-token-$w1_tid" >/dev/null 2>&1; }
 retry 20 w1_gone || fail "w1's token Secret is still in alpha"
 ok "w1 removed: node gone, its token $w1_tid revoked and out of the cluster"
+bash "$BED/worker.sh" stop w2
 [ "$(host_state)" = "$HOST_BEFORE" ] || fail "the workers' host side effects were not undone: $(host_state), before: $HOST_BEFORE"
-ok "no worker left, the host is as before (sysctls, /var/log/pods and /var/log/containers)"
+ok "no worker left, the host is as before (sysctls, /var/log/pods and /var/log/containers, /var/lib/cni, /run/xtables.lock)"
 
 step "scale beta 1 -> 3 -> 1: etcd members join and leave one at a time, nothing of replica 0 restarts"
 kubectl --kubeconfig "$WORK/beta.kc" create namespace kept >/dev/null

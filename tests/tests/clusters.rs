@@ -623,3 +623,62 @@ async fn node_tokens_need_a_placed_cluster_survive_a_restart_and_go_with_it() {
         .is_empty());
     coord.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addons_change_through_apply_with_nothing_else_and_survive_a_restart() {
+    use oi_coordinator::cluster::model::{Addons, Cni};
+    use oi_coordinator::operations::ApplyOutcome;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (coord, agents) = fleet(dir.path(), &[("hv-a", Role::Private)]).await;
+    let c = coord.coordinator.clone();
+    let spec = ClusterSpec::new("x", "1.37.2", 1);
+    c.create_cluster(spec.clone()).await.unwrap();
+    assert_eq!(
+        c.get_cluster("x").await.unwrap().spec.addons,
+        Addons::default()
+    );
+    let before = ids(&agents[0]);
+
+    let mut off = spec.clone();
+    off.addons = Addons {
+        kube_proxy: false,
+        dns: false,
+        cni: Cni::None,
+    };
+    let (view, outcome) = Operations::apply_cluster(&c, off.clone()).await.unwrap();
+    assert_eq!(outcome, ApplyOutcome::Updated);
+    assert_eq!(view.spec.addons, off.addons);
+    // Add-ons live in the cluster, not on the hypervisors: no component changes.
+    assert_eq!(ids(&agents[0]), before);
+    let (_, again) = Operations::apply_cluster(&c, off.clone()).await.unwrap();
+    assert_eq!(again, ApplyOutcome::Unchanged);
+
+    // Add-ons and replicas may change in one apply; anything else is refused
+    // with nothing changed.
+    let mut both = off.clone();
+    both.addons.dns = true;
+    both.replicas = 3;
+    Operations::apply_cluster(&c, both.clone()).await.unwrap();
+    let got = c.get_cluster("x").await.unwrap().spec;
+    assert!(got.addons.dns && got.replicas == 3, "{got:?}");
+    let mut bad = both.clone();
+    bad.addons.kube_proxy = true;
+    bad.pod_cidr = "10.50.0.0/16".into();
+    let e = Operations::apply_cluster(&c, bad).await.unwrap_err();
+    assert!(
+        matches!(&e, OpError::FailedPrecondition(m) if m.contains("podCidr") && m.contains("addons")),
+        "{e:?}"
+    );
+    assert!(!c.get_cluster("x").await.unwrap().spec.addons.kube_proxy);
+
+    // Stored: a restarted coordinator has the same add-ons.
+    for a in agents {
+        a.handle.shutdown().await;
+    }
+    coord.shutdown().await;
+    let coord = start_coordinator(dir.path(), None).await.unwrap();
+    let got = coord.coordinator.get_cluster("x").await.unwrap().spec;
+    assert_eq!(got.addons, both.addons);
+    coord.shutdown().await;
+}

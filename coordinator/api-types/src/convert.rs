@@ -2,7 +2,9 @@
 //! views into messages; the CLI converts messages back into views (which
 //! are what it prints), refusing values it does not know.
 
-use crate::model::{ClusterSpec, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR};
+use crate::model::{
+    Addons, ClusterSpec, Cni, ValidationError, DEFAULT_POD_CIDR, DEFAULT_SERVICE_CIDR,
+};
 use crate::token::TokenState;
 use crate::views::{
     ApplyOutcome, ClusterPhase, ClusterStatus, ClusterView, ComponentView, Condition,
@@ -24,9 +26,12 @@ fn bad(what: &str, value: &str) -> ConvertError {
 // ------------------------------------------------------------------ specs --
 
 /// A spec as the API receives it: absent replicas and empty CIDRs mean the
-/// defaults; an explicit 0 replicas reaches validation (and is refused).
-impl From<pb::ClusterSpec> for ClusterSpec {
-    fn from(p: pb::ClusterSpec) -> Self {
+/// defaults; an explicit 0 replicas reaches validation (and is refused);
+/// absent add-ons are on. An unknown CNI is refused.
+impl TryFrom<pb::ClusterSpec> for ClusterSpec {
+    type Error = ValidationError;
+
+    fn try_from(p: pb::ClusterSpec) -> Result<Self, ValidationError> {
         let or = |v: String, default: &str| {
             if v.is_empty() {
                 default.to_string()
@@ -34,14 +39,21 @@ impl From<pb::ClusterSpec> for ClusterSpec {
                 v
             }
         };
-        ClusterSpec {
+        let a = p.addons.unwrap_or_default();
+        let addons = Addons {
+            kube_proxy: a.kube_proxy.unwrap_or(true),
+            dns: a.dns.unwrap_or(true),
+            cni: Cni::parse(&a.cni)?,
+        };
+        Ok(ClusterSpec {
             name: p.name,
             kubernetes_version: p.kubernetes_version,
             replicas: p.replicas.unwrap_or(1),
             service_cidr: or(p.service_cidr, DEFAULT_SERVICE_CIDR),
             pod_cidr: or(p.pod_cidr, DEFAULT_POD_CIDR),
             api_server_extra_sans: p.api_server_extra_sans,
-        }
+            addons,
+        })
     }
 }
 
@@ -54,6 +66,11 @@ impl From<ClusterSpec> for pb::ClusterSpec {
             service_cidr: s.service_cidr,
             pod_cidr: s.pod_cidr,
             api_server_extra_sans: s.api_server_extra_sans,
+            addons: Some(pb::Addons {
+                kube_proxy: Some(s.addons.kube_proxy),
+                dns: Some(s.addons.dns),
+                cni: s.addons.cni.as_str().into(),
+            }),
         }
     }
 }
@@ -182,7 +199,9 @@ impl TryFrom<pb::Cluster> for ClusterView {
             .status
             .ok_or_else(|| ConvertError("a cluster without a status".into()))?;
         Ok(ClusterView {
-            spec: spec.into(),
+            spec: spec
+                .try_into()
+                .map_err(|e: ValidationError| ConvertError(e.to_string()))?,
             status: ClusterStatus {
                 phase: cluster_phase_from_str(&s.phase)?,
                 endpoint: s.endpoint,
@@ -594,12 +613,33 @@ mod tests {
 
     #[test]
     fn empty_spec_fields_mean_the_defaults() {
-        let s = ClusterSpec::from(pb::ClusterSpec {
+        let s = ClusterSpec::try_from(pb::ClusterSpec {
             name: "a".into(),
             kubernetes_version: "1.37.2".into(),
             ..Default::default()
-        });
+        })
+        .unwrap();
         assert_eq!(s, ClusterSpec::new("a", "1.37.2", 1));
+        let mut off = ClusterSpec::new("a", "1.37.2", 1);
+        off.addons = Addons {
+            kube_proxy: false,
+            dns: false,
+            cni: Cni::None,
+        };
+        assert_eq!(
+            ClusterSpec::try_from(pb::ClusterSpec::from(off.clone())).unwrap(),
+            off
+        );
+        let err = ClusterSpec::try_from(pb::ClusterSpec {
+            name: "a".into(),
+            addons: Some(pb::Addons {
+                cni: "flannel".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("bridge or none"), "{err}");
     }
 
     #[test]

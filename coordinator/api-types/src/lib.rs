@@ -8,5 +8,6 @@ pub mod admin_conf;
 pub mod cert;
 pub mod convert;
 pub mod model;
+pub mod node_network;
 pub mod token;
 pub mod views;

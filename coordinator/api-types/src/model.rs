@@ -30,6 +30,73 @@ pub struct ClusterSpec {
     /// Extra names and addresses on the API server certificate.
     #[serde(default)]
     pub api_server_extra_sans: Vec<String>,
+    /// What the coordinator installs into the cluster for its workers.
+    #[serde(default)]
+    pub addons: Addons,
+}
+
+/// The cluster add-ons, each on unless turned off. Turning one off removes
+/// what it applied (only objects oneinfra labelled as its own).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Addons {
+    /// kube-proxy as a DaemonSet (its image from the version matrix).
+    #[serde(default = "yes")]
+    pub kube_proxy: bool,
+    /// Cluster DNS: CoreDNS as kubeadm installs it, Service `kube-dns` at
+    /// the tenth address of the service range.
+    #[serde(default = "yes")]
+    pub dns: bool,
+    /// Pod networking on the workers.
+    #[serde(default)]
+    pub cni: Cni,
+}
+
+impl Default for Addons {
+    fn default() -> Self {
+        Self {
+            kube_proxy: true,
+            dns: true,
+            cni: Cni::Bridge,
+        }
+    }
+}
+
+/// Pod networking: `bridge` (a bridge and host-local addresses over each
+/// node's podCIDR, routes to the other nodes' podCIDRs, kept by `oi node
+/// network` on every worker) or `none` (bring your own CNI).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cni {
+    #[default]
+    Bridge,
+    None,
+}
+
+impl Cni {
+    pub const ALL: [Cni; 2] = [Cni::Bridge, Cni::None];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cni::Bridge => "bridge",
+            Cni::None => "none",
+        }
+    }
+
+    /// `""` is the default (bridge).
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() {
+            return Ok(Cni::Bridge);
+        }
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| ValidationError::Cni(s.into()))
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {
@@ -77,6 +144,8 @@ pub enum ValidationError {
     Overlap { service: String, pod: String },
     #[error("extra SAN {0:?} is neither an IP address nor a DNS name")]
     San(String),
+    #[error("addons.cni {0:?} is not known: use bridge or none")]
+    Cni(String),
 }
 
 /// DNS-1123 label: what cluster and hypervisor names must be.
@@ -132,6 +201,7 @@ impl ClusterSpec {
             service_cidr: default_service_cidr(),
             pod_cidr: default_pod_cidr(),
             api_server_extra_sans: vec![],
+            addons: Addons::default(),
         }
     }
 

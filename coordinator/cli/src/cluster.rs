@@ -6,7 +6,7 @@ use super::output::{fields, or_none, serialized, table, yes_no, Format};
 use super::wait::{is_ready, poll, poll_removed, Look};
 use super::{CreateArgs, Ctx, WaitArgs};
 use oi_api_types::convert::outcome_from_str;
-use oi_api_types::model::ClusterSpec;
+use oi_api_types::model::{Addons, ClusterSpec, Cni};
 use oi_api_types::views::{ClusterView, ComponentView};
 use oi_proto::api::{self as pb, clusters_client::ClustersClient};
 use std::path::Path;
@@ -32,6 +32,11 @@ pub async fn create(ctx: &mut Ctx<'_>, a: CreateArgs) -> CliResult {
         service_cidr: a.service_cidr,
         pod_cidr: a.pod_cidr,
         api_server_extra_sans: a.api_server_sans,
+        addons: Addons {
+            kube_proxy: !a.no_kube_proxy,
+            dns: !a.no_dns,
+            cni: Cni::parse(&a.cni).map_err(|e| CliError::new(Exit::Invalid, e.to_string()))?,
+        },
     };
     let conn = ctx.connect().await?;
     let mut client = conn.clusters();
@@ -189,6 +194,19 @@ pub async fn get(ctx: &mut Ctx<'_>, name: &str, format: Format) -> CliResult {
     }
 }
 
+/// The add-ons that are on, e.g. "kube-proxy, dns, cni=bridge".
+fn addons(a: &Addons) -> String {
+    let mut on = Vec::new();
+    if a.kube_proxy {
+        on.push("kube-proxy".to_string());
+    }
+    if a.dns {
+        on.push("dns".to_string());
+    }
+    on.push(format!("cni={}", a.cni.as_str()));
+    on.join(", ")
+}
+
 /// One cluster for people: its spec and status, then its conditions and
 /// components as tables.
 pub fn describe(v: &ClusterView) -> String {
@@ -200,6 +218,7 @@ pub fn describe(v: &ClusterView) -> String {
         ("Service CIDR", s.service_cidr.clone()),
         ("Pod CIDR", s.pod_cidr.clone()),
         ("Extra SANs", or_none(&s.api_server_extra_sans.join(", "))),
+        ("Add-ons", addons(&s.addons)),
         ("Phase", v.status.phase.as_str().to_string()),
         ("Endpoint", or_none(&v.status.endpoint)),
     ]);

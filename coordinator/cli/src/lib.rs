@@ -22,6 +22,7 @@ pub mod hypervisor;
 pub mod join;
 pub mod node;
 pub mod node_join;
+pub mod node_network;
 pub mod node_token;
 pub mod output;
 pub mod pinned;
@@ -160,6 +161,16 @@ pub struct CreateArgs {
     /// Extra name or address on the API server certificate (repeatable).
     #[arg(long = "api-server-san", value_name = "SAN")]
     pub api_server_sans: Vec<String>,
+    /// Leave kube-proxy out (the add-on is on by default).
+    #[arg(long)]
+    pub no_kube_proxy: bool,
+    /// Leave cluster DNS (CoreDNS) out (the add-on is on by default).
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Pod networking: bridge (routed across workers by `oi node network`)
+    /// or none (bring your own CNI).
+    #[arg(long, value_name = "CNI", default_value = "bridge", value_parser = ["bridge", "none"])]
+    pub cni: String,
     #[command(flatten)]
     pub wait: WaitArgs,
 }
@@ -250,6 +261,11 @@ pub enum NodeCmd {
     /// Remove a node: revoke the node token it joined with, then delete it.
     /// Stop its kubelet on the machine first, or it registers again.
     Remove { cluster: String, name: String },
+    /// Keep this worker's pod network as its cluster says (run on the
+    /// worker, as root; `oi node join` starts it as a service): the bridge
+    /// CNI configuration over the node's podCIDR, routes to the other
+    /// nodes' podCIDRs.
+    Network(node_network::NodeNetworkArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -435,6 +451,7 @@ async fn dispatch(command: Command, ctx: &mut Ctx<'_>) -> CliResult {
         Command::Node(NodeCmd::List { cluster, output }) => {
             node::list(ctx, &cluster, output.format).await
         }
+        Command::Node(NodeCmd::Network(args)) => node_network::run(ctx, args).await,
         Command::Node(NodeCmd::Remove { cluster, name }) => {
             node::remove(ctx, &cluster, &name).await
         }

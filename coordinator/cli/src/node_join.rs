@@ -24,6 +24,7 @@
 use super::discovery::{self, ClusterInfo, DiscoveryError};
 use super::exit::{one_line, CliError, CliResult, Exit};
 use super::join::{default_name, local_address_towards, systemctl};
+use super::node_network::{self, NodeNetworkArgs};
 use super::{pinned, Ctx};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -33,6 +34,8 @@ use kube::api::Api;
 use kube::config::{
     AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
 };
+use oi_api_types::model::Cni;
+use oi_api_types::node_network::{self as published, NodeNetwork};
 use oi_api_types::token::TokenSecret;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -105,6 +108,19 @@ pub struct NodeJoinArgs {
     /// How long to wait for the started kubelet's TLS bootstrap (systemd).
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = super::wait::parse_duration)]
     pub timeout: Duration,
+    /// The container runtime's CNI configuration directory: `oi node
+    /// network` keeps the node's CNI configuration there when the cluster's
+    /// CNI add-on is on.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// The container runtime's CNI plugin directory: the join checks the
+    /// plugins the bridge network needs are there (Debian's
+    /// containernetworking-plugins puts them in /usr/lib/cni).
+    #[arg(long, value_name = "DIR", default_value = "/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// Where host-local keeps the pod addresses it handed out.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/networks")]
+    pub cni_state_dir: PathBuf,
     /// How long discovery waits for cluster-info to be signed for the
     /// token (a new token is signed within seconds; an unknown, expired or
     /// revoked one never is).
@@ -287,7 +303,7 @@ fn kubelet_command(
 }
 
 /// A systemd unit running `cmd`.
-fn unit(cmd: &[String]) -> String {
+fn unit(description: &str, cmd: &[String]) -> String {
     let exec = cmd
         .iter()
         .map(|a| {
@@ -302,7 +318,7 @@ fn unit(cmd: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!(
-        "# Written by `oi node join`.\n[Unit]\nDescription=kubelet (oneinfra worker)\n\
+        "# Written by `oi node join`.\n[Unit]\nDescription={description}\n\
          After=network-online.target containerd.service\nWants=network-online.target\n\n\
          [Service]\nExecStart={exec}\nRestart=always\nRestartSec=5\n\n[Install]\n\
          WantedBy=multi-user.target\n"
@@ -491,6 +507,10 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
         .as_ref()
         .and_then(|d| d.get("kubelet"))
         .ok_or_else(|| error("the cluster's kubelet-config has no `kubelet` key".into()))?;
+    let network = read_network(&client, &info.server).await?;
+    if network.cni == Cni::Bridge {
+        check_cni_plugins(&a.cni_bin_dir)?;
+    }
     let existing = Api::<Node>::all(client)
         .get_opt(&name)
         .await
@@ -556,17 +576,48 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
         paths.config.display(),
         paths.bootstrap.display()
     ))?;
+    let oi = std::env::current_exe().map_err(|e| {
+        error(format!(
+            "find the oi binary (for the node network service): {e}"
+        ))
+    })?;
+    let net_cmd = NodeNetworkArgs {
+        kubeconfig: paths.kubeconfig.clone(),
+        name: name.clone(),
+        cni_conf_dir: a.cni_conf_dir.clone(),
+        cni_state_dir: a.cni_state_dir.clone(),
+        once: false,
+    }
+    .command(&oi);
     if a.no_systemd {
         return ctx.out(&format!(
-            "start the kubelet (it bootstraps its certificates itself) with:\n  {}\n             Once it has written {}, remove {}: the token is not needed on disk any more.\n",
+            "start the kubelet (it bootstraps its certificates itself) with:\n  {}\n\
+             and the node network (CNI {}: it waits for the kubelet's credential) with:\n  {}\n\
+             Once the kubelet has written {}, remove {}: the token is not needed on disk any more.\n",
             cmd.join(" "),
+            network.cni.as_str(),
+            net_cmd.join(" "),
             paths.kubeconfig.display(),
             paths.bootstrap.display()
         ));
     }
-    write(Path::new(UNIT_PATH), unit(&cmd).as_bytes(), 0o644)?;
+    write(
+        Path::new(UNIT_PATH),
+        unit("kubelet (oneinfra worker)", &cmd).as_bytes(),
+        0o644,
+    )?;
+    write(
+        Path::new(node_network::UNIT_PATH),
+        unit(
+            "oneinfra node network (CNI configuration, routes to other nodes)",
+            &net_cmd,
+        )
+        .as_bytes(),
+        0o644,
+    )?;
     systemctl(&["daemon-reload"]).await?;
     systemctl(&["enable", "--now", UNIT]).await?;
+    systemctl(&["enable", "--now", node_network::UNIT]).await?;
     ctx.out(&format!("started {UNIT}; waiting for its TLS bootstrap\n"))?;
     // As kubeadm: once the kubelet holds its own credential, the token
     // leaves the disk.
@@ -590,6 +641,55 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
          The node appears in `oi node list CLUSTER`\n",
         paths.kubeconfig.display()
     ))
+}
+
+/// The cluster's node network (whether its CNI add-on is on). A cluster
+/// that does not publish one (an older coordinator) has none.
+async fn read_network(client: &kube::Client, server: &str) -> CliResult<NodeNetwork> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), published::NAMESPACE)
+        .get_opt(published::CONFIG_MAP)
+        .await
+        .map_err(|e| {
+            api_error(
+                &format!("read kube-system/{}", published::CONFIG_MAP),
+                server,
+                e,
+            )
+        })?;
+    let Some(text) = cm
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(published::KEY))
+    else {
+        return Ok(NodeNetwork {
+            cni: Cni::None,
+            cluster_cidr: String::new(),
+            service_cidr: String::new(),
+        });
+    };
+    NodeNetwork::from_json(text).map_err(error)
+}
+
+/// The CNI plugins the bridge network runs (the runtime itself runs
+/// `loopback`).
+const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "portmap", "loopback"];
+
+fn check_cni_plugins(dir: &Path) -> CliResult {
+    let missing: Vec<&str> = CNI_PLUGINS
+        .into_iter()
+        .filter(|p| !is_executable(&dir.join(p)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(error(format!(
+        "the cluster's CNI add-on (bridge) needs the CNI plugins {} in {}, which it lacks: \
+         install them (Debian: containernetworking-plugins, in /usr/lib/cni) where your \
+         container runtime's CNI bin_dir points, and pass that directory as --cni-bin-dir; \
+         nothing was written",
+        missing.join(", "),
+        dir.display()
+    )))
 }
 
 fn find_on_path(program: &str) -> Option<PathBuf> {
@@ -683,7 +783,10 @@ mod tests {
 
     #[test]
     fn unit_and_names() {
-        let u = unit(&["/usr/bin/kubelet".into(), "--node-labels=a b".into()]);
+        let u = unit(
+            "kubelet",
+            &["/usr/bin/kubelet".into(), "--node-labels=a b".into()],
+        );
         assert!(
             u.contains("ExecStart=/usr/bin/kubelet \"--node-labels=a b\"\n"),
             "{u}"

@@ -35,7 +35,8 @@ type Reply<T> = Result<Response<T>, Status>;
 impl Clusters for Api {
     async fn create(&self, req: Request<pb::ClusterSpec>) -> Reply<pb::Cluster> {
         let who = admin(&req);
-        let spec = ClusterSpec::from(req.into_inner());
+        let spec = ClusterSpec::try_from(req.into_inner())
+            .map_err(|e| to_status(OpError::Invalid(e.to_string())))?;
         let name = spec.name.clone();
         let view = self.ops.create_cluster(spec).await.map_err(to_status)?;
         tracing::info!(admin = %who, cluster = %name, "cluster created");
@@ -44,7 +45,8 @@ impl Clusters for Api {
 
     async fn apply(&self, req: Request<pb::ClusterSpec>) -> Reply<pb::ApplyResponse> {
         let who = admin(&req);
-        let spec = ClusterSpec::from(req.into_inner());
+        let spec = ClusterSpec::try_from(req.into_inner())
+            .map_err(|e| to_status(OpError::Invalid(e.to_string())))?;
         let name = spec.name.clone();
         let (view, outcome) = self.ops.apply_cluster(spec).await.map_err(to_status)?;
         tracing::info!(admin = %who, cluster = %name, outcome = outcome_str(outcome), "cluster applied");

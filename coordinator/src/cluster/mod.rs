@@ -2,6 +2,7 @@
 //! validation, the version matrix, the per-cluster PKI, scheduling,
 //! rendering of exact pod specs, and status.
 
+pub mod addons;
 pub mod kubeconfig;
 pub mod membership;
 pub mod moves;

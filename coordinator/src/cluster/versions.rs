@@ -24,11 +24,14 @@ pub struct Images {
     pub haproxy: String,
     /// The cluster DNS add-on the release pairs with (kubeadm's choice).
     pub coredns: String,
+    /// The kube-proxy add-on (a DaemonSet on the workers).
+    pub kube_proxy: String,
 }
 
 impl Images {
-    fn all_mut(&mut self) -> [&mut String; 6] {
+    fn all_mut(&mut self) -> [&mut String; 7] {
         [
+            &mut self.kube_proxy,
             &mut self.etcd,
             &mut self.apiserver,
             &mut self.controller_manager,
@@ -100,6 +103,7 @@ fn release(version: &str, etcd: &str, coredns: &str, flags: VersionFlags) -> Rel
             scheduler: k("kube-scheduler"),
             haproxy: HAPROXY_IMAGE.into(),
             coredns: format!("registry.k8s.io/coredns/coredns:v{coredns}"),
+            kube_proxy: k("kube-proxy"),
         },
         flags,
     }

@@ -8,7 +8,7 @@
 //! is; controller-manager and scheduler when leader election flips).
 
 use crate::cluster::membership::{next_step, Step};
-use crate::cluster::model::{Allocation, ReplicaSlot};
+use crate::cluster::model::{Addons, Allocation, ReplicaSlot};
 use crate::cluster::render::etcd::{client_url, peer_url};
 use crate::coordinator::Coordinator;
 use crate::etcd_admin::EtcdAdmin;
@@ -102,6 +102,18 @@ impl Coordinator {
         // and its backoff too.
         self.set_membership_error(name, None);
         self.inner.work_kick.cluster(name);
+        Ok(record)
+    }
+
+    /// Changes the cluster's add-ons; the node sync applies or removes
+    /// their objects at once.
+    pub async fn set_addons(&self, name: &str, addons: Addons) -> Result<ClusterRecord, OpError> {
+        let _cluster = self.inner.cluster_locks.lock(name).await;
+        let mut record = self.record_of(name).await?;
+        record.spec.addons = addons;
+        self.commit_cluster(&record, false, Vec::new()).await?;
+        tracing::info!(cluster = %name, addons = ?record.spec.addons, "add-ons changed");
+        self.inner.nodes_kick.cluster(name);
         Ok(record)
     }
 

@@ -11,6 +11,7 @@
 //! cluster comes back); CSRs are looked at every pass. A cluster whose API
 //! hangs delays only itself: every call is time-boxed.
 
+mod addons;
 pub(crate) mod client;
 mod sync;
 

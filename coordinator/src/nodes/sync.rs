@@ -1,6 +1,7 @@
 //! One pass of the node sync over one cluster.
 
 use super::{Memory, RESYNC};
+use crate::cluster::addons::{self, AddonObjects};
 use crate::cluster::node_bootstrap::{
     ca_bundle, cluster_info, cluster_info_rbac, token_sync, MANAGED_BY, MANAGED_BY_LABEL,
     TOKEN_SECRET_TYPE,
@@ -65,13 +66,45 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
     );
     let configs =
         config_maps(&record.spec, &allocation.host_port()).context("build node config maps")?;
-    let source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
+    let release = c
+        .inner
+        .matrix
+        .get(&record.spec.kubernetes_version)
+        .with_context(|| {
+            format!(
+                "Kubernetes {} is not in the version matrix",
+                record.spec.kubernetes_version
+            )
+        })?;
+    let addon_objects = addons::objects(&record.spec, release, &allocation.host_port())
+        .map_err(anyhow::Error::msg)
+        .context("build the add-ons")?;
+    let mut source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
+    source.push_str(&format!("{:?}", record.spec.addons));
+    source.push_str(&release.images.kube_proxy);
+    source.push_str(&release.images.coredns);
     let fresh = matches!(&mem.written, Some((f, at)) if *f == source && at.elapsed() < RESYNC);
     if !fresh {
         write_join_objects(&client, &endpoint, &bundle, &configs, &tokens, now).await?;
+        write_addons(&client, name, &addon_objects).await?;
         mem.written = Some((source, Instant::now()));
     }
     approve_serving_csrs(c, &client, name).await
+}
+
+/// The add-ons that are on, applied; those that are off, removed (only
+/// objects labelled as oneinfra's).
+async fn write_addons(client: &kube::Client, cluster: &str, objects: &AddonObjects) -> Result<()> {
+    for (_, o) in &objects.on {
+        super::addons::apply(client, o).await?;
+    }
+    for (addon, o) in &objects.off {
+        if super::addons::remove(client, o).await? {
+            tracing::info!(cluster = %cluster, addon = addon.as_str(), object = %o.describe(),
+                "add-on turned off: removed");
+        }
+    }
+    Ok(())
 }
 
 /// What tokens and `cluster-info` are made from: when it changes they are
