@@ -500,6 +500,33 @@ mod tests {
     }
 
     #[test]
+    fn the_node_network_command_join_prints_is_one_oi_parses() {
+        use clap::Parser;
+        let a = node_network::NodeNetworkArgs {
+            kubeconfig: "/var/lib/oneinfra/node/kubelet.conf".into(),
+            name: "w1".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_state_dir: "/var/lib/cni/networks".into(),
+            once: false,
+        };
+        let cmd = a.command(std::path::Path::new("/usr/bin/oi"));
+        let parsed = Cli::try_parse_from(&cmd).unwrap();
+        let Command::Node(NodeCmd::Network(b)) = parsed.command else {
+            panic!("{cmd:?} is not `oi node network`")
+        };
+        assert_eq!(
+            (
+                b.kubeconfig,
+                b.name,
+                b.cni_conf_dir,
+                b.cni_state_dir,
+                b.once
+            ),
+            (a.kubeconfig, a.name, a.cni_conf_dir, a.cni_state_dir, false)
+        );
+    }
+
+    #[test]
     fn help_documents_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         assert!(
