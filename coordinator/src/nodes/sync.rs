@@ -66,30 +66,44 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
     );
     let configs =
         config_maps(&record.spec, &allocation.host_port()).context("build node config maps")?;
-    let release = c
-        .inner
-        .matrix
-        .get(&record.spec.kubernetes_version)
-        .with_context(|| {
-            format!(
-                "Kubernetes {} is not in the version matrix",
-                record.spec.kubernetes_version
-            )
-        })?;
-    let addon_objects = addons::objects(&record.spec, release, &allocation.host_port())
-        .map_err(anyhow::Error::msg)
-        .context("build the add-ons")?;
+    // A cluster on a version that left the matrix keeps running, and keeps
+    // its join objects and CSR approvals; only its add-ons are left as
+    // they are (their images are the matrix's).
+    let release = c.inner.matrix.get(&record.spec.kubernetes_version);
+    let addon_objects = match release {
+        Some(r) => Some(
+            addons::objects(&record.spec, r, &allocation.host_port())
+                .map_err(anyhow::Error::msg)
+                .context("build the add-ons")?,
+        ),
+        None => None,
+    };
     let mut source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
     source.push_str(&format!("{:?}", record.spec.addons));
-    source.push_str(&release.images.kube_proxy);
-    source.push_str(&release.images.coredns);
+    if let Some(r) = release {
+        source.push_str(&r.images.kube_proxy);
+        source.push_str(&r.images.coredns);
+    }
     let fresh = matches!(&mem.written, Some((f, at)) if *f == source && at.elapsed() < RESYNC);
+    let mut addons_written = Ok(());
     if !fresh {
         write_join_objects(&client, &endpoint, &bundle, &configs, &tokens, now).await?;
-        write_addons(&client, name, &addon_objects).await?;
-        mem.written = Some((source, Instant::now()));
+        // An add-on the cluster refuses must not hold up joins and serving
+        // certificates: its error is returned after them (and retried).
+        addons_written = match &addon_objects {
+            Some(objects) => write_addons(&client, name, objects).await,
+            None => {
+                tracing::warn!(cluster = %name, version = %record.spec.kubernetes_version,
+                    "Kubernetes version not in the matrix: add-ons left as they are");
+                Ok(())
+            }
+        };
+        if addons_written.is_ok() {
+            mem.written = Some((source, Instant::now()));
+        }
     }
-    approve_serving_csrs(c, &client, name).await
+    approve_serving_csrs(c, &client, name).await?;
+    addons_written
 }
 
 /// The add-ons that are on, applied; those that are off, removed (only
