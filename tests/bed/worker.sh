@@ -37,6 +37,12 @@ OI=${OI_BIN:-$ROOT/target/debug/oi}
 export OI_CONFIG=${OI_CONFIG:-$BED_DIR/coordinator/data/admin.conf}
 SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 CNI_BIN=${OI_BED_CNI_BIN:-/usr/lib/cni}
+# The workers' kubelets see the host's disk, which the build caches fill
+# (a cold test run takes ~30 GB): with the default thresholds (imagefs 15%,
+# nodefs 10% free) a nearly full build disk puts DiskPressure on every
+# worker, which evicts pods and stops scheduling (seen in a cold CI run).
+# The bed evicts only when the disk is really about to run out.
+EVICTION='evictionHard: {"memory.available": "100Mi", "nodefs.available": "1Gi", "imagefs.available": "1Gi", "nodefs.inodesFree": "5%"}'
 
 die() { echo "worker.sh: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root: containerd, network namespaces and the kubelet need it"
@@ -155,6 +161,7 @@ failSwapOn: false
 podLogsDir: $dir/pod-logs
 healthzPort: 10248
 cgroupRoot: $(cgroup_root "$name")
+$EVICTION
 YAML
   nsenter --net="/run/netns/$NETNS_PREFIX$name" -- env OI_NODE_TOKEN="$token" "$OI" node join \
     --endpoint "$endpoint" --ca-cert-hash "$hash" --name "$name" \
@@ -216,6 +223,7 @@ kubeadm_join() {
   make_cgroup_root "$name"
   cat >"$dir/patches/kubeletconfiguration+merge.yaml" <<YAML
 cgroupRoot: $(cgroup_root "$name")
+$EVICTION
 failCgroupV1: false
 failSwapOn: false
 oomScoreAdj: 0
