@@ -24,7 +24,7 @@
 use super::discovery::{self, ClusterInfo, DiscoveryError};
 use super::exit::{one_line, CliError, CliResult, Exit};
 use super::join::{default_name, local_address_towards, systemctl};
-use super::node_network::{self, NodeNetworkArgs};
+use super::node_network::{self, NetworkError, NodeNetworkArgs};
 use super::{pinned, Ctx};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -646,28 +646,20 @@ pub async fn join(ctx: &mut Ctx<'_>, a: NodeJoinArgs) -> CliResult {
 /// The cluster's node network (whether its CNI add-on is on). A cluster
 /// that does not publish one (an older coordinator) has none.
 async fn read_network(client: &kube::Client, server: &str) -> CliResult<NodeNetwork> {
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), published::NAMESPACE)
-        .get_opt(published::CONFIG_MAP)
-        .await
-        .map_err(|e| {
-            api_error(
-                &format!("read kube-system/{}", published::CONFIG_MAP),
-                server,
-                e,
-            )
-        })?;
-    let Some(text) = cm
-        .as_ref()
-        .and_then(|c| c.data.as_ref())
-        .and_then(|d| d.get(published::KEY))
-    else {
-        return Ok(NodeNetwork {
+    match node_network::published(client).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Ok(NodeNetwork {
             cni: Cni::None,
             cluster_cidr: String::new(),
             service_cidr: String::new(),
-        });
-    };
-    NodeNetwork::from_json(text).map_err(error)
+        }),
+        Err(NetworkError::Api(e)) => Err(api_error(
+            &format!("read kube-system/{}", published::CONFIG_MAP),
+            server,
+            e,
+        )),
+        Err(NetworkError::Malformed(m)) => Err(error(m)),
+    }
 }
 
 /// The CNI plugins the bridge network runs (the runtime itself runs

@@ -70,14 +70,6 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
     // its join objects and CSR approvals; only its add-ons are left as
     // they are (their images are the matrix's).
     let release = c.inner.matrix.get(&record.spec.kubernetes_version);
-    let addon_objects = match release {
-        Some(r) => Some(
-            addons::objects(&record.spec, r, &allocation.host_port())
-                .map_err(anyhow::Error::msg)
-                .context("build the add-ons")?,
-        ),
-        None => None,
-    };
     let mut source = fingerprint(&endpoint, &bundle, &configs, &tokens, now);
     source.push_str(&format!("{:?}", record.spec.addons));
     if let Some(r) = release {
@@ -90,8 +82,13 @@ async fn pass(c: &Coordinator, record: &ClusterRecord, mem: &mut Memory) -> Resu
         write_join_objects(&client, &endpoint, &bundle, &configs, &tokens, now).await?;
         // An add-on the cluster refuses must not hold up joins and serving
         // certificates: its error is returned after them (and retried).
-        addons_written = match &addon_objects {
-            Some(objects) => write_addons(&client, name, objects).await,
+        // Built only when written (the spec and the images, in the
+        // fingerprint, are what they are made from).
+        addons_written = match release {
+            Some(r) => match addons::objects(&record.spec, r, &allocation.host_port()) {
+                Ok(objects) => write_addons(&client, name, &objects).await,
+                Err(e) => Err(anyhow::Error::msg(e).context("build the add-ons")),
+            },
             None => {
                 tracing::warn!(cluster = %name, version = %record.spec.kubernetes_version,
                     "Kubernetes version not in the matrix: add-ons left as they are");

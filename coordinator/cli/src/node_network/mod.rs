@@ -216,24 +216,43 @@ async fn client(path: &Path) -> CliResult<kube::Client> {
     kube::Client::try_from(config).map_err(|e| error(format!("build a client: {e}")))
 }
 
-async fn read_network(client: &kube::Client) -> CliResult<NodeNetwork> {
-    let name = node_network::CONFIG_MAP;
+/// Why the cluster's node network could not be read.
+pub enum NetworkError {
+    Api(kube::Error),
+    Malformed(String),
+}
+
+/// The node network the cluster publishes, if it publishes one (an older
+/// coordinator does not). One reader for `oi node join` (as the token) and
+/// `oi node network` (as the node).
+pub async fn published(client: &kube::Client) -> Result<Option<NodeNetwork>, NetworkError> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), node_network::NAMESPACE)
-        .get(name)
+        .get_opt(node_network::CONFIG_MAP)
         .await
-        .map_err(|e| {
-            error(format!(
-                "read {}/{name}: {}",
-                node_network::NAMESPACE,
-                one_line(&e)
-            ))
-        })?;
-    let text = cm
-        .data
+        .map_err(NetworkError::Api)?;
+    match cm
         .as_ref()
+        .and_then(|c| c.data.as_ref())
         .and_then(|d| d.get(node_network::KEY))
-        .ok_or_else(|| error(format!("{name} has no {} key", node_network::KEY)))?;
-    NodeNetwork::from_json(text).map_err(error)
+    {
+        Some(text) => NodeNetwork::from_json(text)
+            .map(Some)
+            .map_err(NetworkError::Malformed),
+        None => Ok(None),
+    }
+}
+
+async fn read_network(client: &kube::Client) -> CliResult<NodeNetwork> {
+    let name = format!("{}/{}", node_network::NAMESPACE, node_network::CONFIG_MAP);
+    match published(client).await {
+        Ok(Some(n)) => Ok(n),
+        Ok(None) => Err(error(format!(
+            "{name} has no {}: is the cluster's coordinator older than this oi?",
+            node_network::KEY
+        ))),
+        Err(NetworkError::Api(e)) => Err(error(format!("read {name}: {}", one_line(&e)))),
+        Err(NetworkError::Malformed(m)) => Err(error(m)),
+    }
 }
 
 fn view(n: &Node) -> NodeView {
